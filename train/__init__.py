@@ -1,0 +1,1 @@
+"""Offline stage: synthetic data, models, training, evaluation and export."""

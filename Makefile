@@ -1,0 +1,61 @@
+# Every target installs what it needs first (the virtualenv is created on demand).
+# Variables: CONFIG (recipe), CKPT (checkpoint), NAME (export name), MODEL (served model),
+# DATA (synthetic dataset folder), VIDEO (file or folder for predict), ARGS (extra arguments).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+CONFIG ?= train/configs/demo/pptsmv2_lcnet_synthetic_demo.yaml
+DATA ?= data/synthetic
+OUTPUT ?= output/pptsmv2_demo
+CKPT ?= $(OUTPUT)/best.pdparams
+NAME ?= pptsm
+MODEL ?= pptsm
+HTTP_PORT ?= 18080
+RPC_PORT ?= 9993
+FORMAT ?= auto
+export PYTHONPATH := $(CURDIR)
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install data train export serve demo test clean help
+help:
+	@echo "make demo     # install, data, train, export, serve, classify the test clips"
+	@echo "make test     # the test suite"
+	@echo "make install | data | train | export | serve   (see README.md for variables)"
+
+install: $(STAMP)
+$(STAMP): requirements/base.txt requirements/train.txt requirements/serving-nodeps.txt requirements/install.sh
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	bash requirements/install.sh $(PY) train
+	@touch $@
+
+# The dataset is generated once; delete $(DATA) (or pass ARGS=--force) to regenerate.
+data: $(STAMP)
+	@if [ -f $(DATA)/test.list ] && [ -z "$(ARGS)" ]; then echo "$(DATA) exists; skipping (ARGS=--force regenerates)"; \
+	else $(PY) -m train.data.synthetic --out $(DATA) $(ARGS); fi
+
+train: data
+	$(PY) -m train.train -c $(CONFIG) -o data.root=$(DATA) -o train.output_dir=$(OUTPUT) $(ARGS)
+
+export: $(STAMP)
+	$(PY) -m train.export -c $(CONFIG) -k $(CKPT) -n $(NAME) --format $(FORMAT) -o data.root=$(DATA)
+
+serve: $(STAMP)
+	$(PY) -m serving.service --model-dir model_repo/$(MODEL) --config pipeline_config/config.yml \
+	  --http-port $(HTTP_PORT) --rpc-port $(RPC_PORT)
+
+demo: data
+	@if [ ! -f model_repo/$(MODEL)/model_meta.json ]; then \
+	  $(MAKE) --no-print-directory train && $(MAKE) --no-print-directory export NAME=$(MODEL); fi
+	$(PY) -m serving.launcher --model-dir model_repo/$(MODEL) --config pipeline_config/config.yml \
+	  --http-port $(HTTP_PORT) --rpc-port $(RPC_PORT) -- \
+	  $(PY) client/pipeline_http_client.py --port $(HTTP_PORT) --list $(DATA)/test.list \
+	  --labels $(DATA)/label_list.txt
+
+test: $(STAMP)
+	$(PY) -m pytest tests -q $(ARGS)
+
+clean:
+	rm -rf $(OUTPUT) model_repo/$(NAME) .pytest_cache

@@ -1,0 +1,236 @@
+"""Paddle Inference wrapper: the one place that knows how to run an exported PP-TSM program.
+
+Why a module of its own: Paddle Serving 0.9's local predictor only finds `*.pdmodel`, while
+Paddle 3.3 exports some families only as PIR `.json`, and each format has its own quirks on
+paddle 3.3.1 (see shared/reference/EXPORT_FACTS.md):
+  * a PIR `.json` program fails in `create_predictor` when memory optimisation is on, so
+    memory optimisation is applied to `.pdmodel` programs only;
+  * oneDNN is what makes CPU inference fast; ResNets need the `.pdmodel` export for it, which the
+    exporter guarantees by choosing the format, so this module simply follows the metadata.
+
+Thread safety: a Paddle predictor must not run in two threads at once. `Predictor.predict` gives
+every calling thread its own clone of the loaded program (`clone()` shares the weights, so the
+extra memory is only activations), which makes one `Predictor` safe to share between the
+threads of a Paddle Serving op with `concurrency > 1`.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving.metadata import ModelMeta, load_meta
+
+CPU_PRECISIONS = ("fp32", "bf16")
+TENSORRT_PRECISIONS = ("fp32", "fp16", "int8")
+
+# Paddle Serving's `local_service_conf.device_type` values that this wrapper supports.
+SERVING_DEVICE_CPU = 0
+SERVING_DEVICE_GPU = 1
+SERVING_DEVICE_TENSORRT = 2
+
+
+class PredictorError(RuntimeError):
+    """The predictor cannot be built or run with the requested settings; the message says why."""
+
+
+@dataclass(frozen=True)
+class PredictorSettings:
+    """How to run the program. Defaults are the CPU settings the service uses.
+
+    `max_batch_size` bounds the batch dimension for TensorRT's dynamic shapes; it should equal
+    the largest batch the service feeds (op batch_size times the views per request).
+    """
+
+    device: str = "cpu"  # "cpu" or "gpu"
+    cpu_threads: int = 2
+    use_onednn: bool = True
+    onednn_cache_capacity: int = 10  # input shapes oneDNN keeps compiled kernels for; 0 = no limit
+    precision: str = "fp32"  # CPU: fp32 | bf16 (oneDNN); GPU with TensorRT: fp32 | fp16 | int8
+    ir_optim: bool = True
+    memory_optim: bool = True  # honoured for .pdmodel only (PIR .json fails with it on 3.3.1)
+    gpu_id: int = 0
+    gpu_memory_mb: int = 1000  # initial GPU memory pool
+    use_tensorrt: bool = False
+    tensorrt_min_subgraph_size: int = 3
+    tensorrt_workspace_mb: int = 1024
+    max_batch_size: int = 1
+
+    def validate(self) -> None:
+        if self.device not in ("cpu", "gpu"):
+            raise PredictorError(f"device: 'cpu' or 'gpu', got {self.device!r}")
+        if self.device == "cpu" and self.precision not in CPU_PRECISIONS:
+            raise PredictorError(
+                f"precision {self.precision!r} is not available on CPU; use one of {CPU_PRECISIONS}")
+        if self.device == "gpu" and self.precision not in TENSORRT_PRECISIONS:
+            raise PredictorError(
+                f"precision {self.precision!r} is not available on GPU; use one of {TENSORRT_PRECISIONS}")
+        if self.device == "gpu" and self.precision != "fp32" and not self.use_tensorrt:
+            raise PredictorError(f"precision {self.precision!r} on GPU needs TensorRT (device_type 2)")
+        if self.use_tensorrt and self.device != "gpu":
+            raise PredictorError("TensorRT needs device 'gpu'")
+        if self.cpu_threads < 1 or self.max_batch_size < 1:
+            raise PredictorError("cpu_threads and max_batch_size must be >= 1")
+
+    @classmethod
+    def from_local_service_conf(cls, conf: Mapping[str, Any], *,
+                                max_batch_size: int) -> "PredictorSettings":
+        """Maps Paddle Serving's documented `local_service_conf` keys (device_type, devices,
+        thread_num, use_mkldnn, mkldnn_cache_capacity, precision, ir_optim, mem_optim,
+        min_subgraph_size) onto settings, so the service is configured the way any Paddle
+        Serving op is, although it runs its own predictor."""
+        device_type = int(conf.get("device_type", SERVING_DEVICE_CPU))
+        if device_type not in (SERVING_DEVICE_CPU, SERVING_DEVICE_GPU, SERVING_DEVICE_TENSORRT):
+            raise PredictorError(
+                f"local_service_conf.device_type: 0 (CPU), 1 (GPU) or 2 (GPU + TensorRT), "
+                f"got {device_type}")
+        devices = str(conf.get("devices", "") or "").strip()
+        gpu_ids = [int(d) for d in devices.split(",") if d.strip()] or [0]
+        defaults = cls()
+        settings = cls(
+            device="cpu" if device_type == SERVING_DEVICE_CPU else "gpu",
+            cpu_threads=int(conf.get("thread_num", defaults.cpu_threads)),
+            use_onednn=bool(conf.get("use_mkldnn", defaults.use_onednn)),
+            onednn_cache_capacity=int(
+                conf.get("mkldnn_cache_capacity", defaults.onednn_cache_capacity)),
+            precision=str(conf.get("precision", defaults.precision)).lower(),
+            ir_optim=bool(conf.get("ir_optim", defaults.ir_optim)),
+            memory_optim=bool(conf.get("mem_optim", defaults.memory_optim)),
+            gpu_id=gpu_ids[0],
+            use_tensorrt=device_type == SERVING_DEVICE_TENSORRT,
+            tensorrt_min_subgraph_size=int(
+                conf.get("min_subgraph_size", defaults.tensorrt_min_subgraph_size)),
+            max_batch_size=max_batch_size,
+        )
+        settings.validate()
+        return settings
+
+
+def _paddle_inference():
+    """Imports Paddle lazily so that modules importing this one for its settings stay light."""
+    import paddle.inference as paddle_inference
+
+    return paddle_inference
+
+
+def _configure_cpu(config, settings: PredictorSettings) -> None:
+    config.disable_gpu()
+    config.set_cpu_math_library_num_threads(settings.cpu_threads)
+    if settings.use_onednn:
+        config.enable_mkldnn()
+        config.set_mkldnn_cache_capacity(settings.onednn_cache_capacity)
+    if settings.precision == "bf16":
+        import paddle
+
+        if not settings.use_onednn:
+            raise PredictorError("precision bf16 on CPU needs oneDNN (use_mkldnn: true)")
+        if not paddle.base.core.supports_bfloat16():
+            raise PredictorError(
+                "precision bf16 requested but this CPU has no bfloat16 support "
+                "(paddle.base.core.supports_bfloat16() is False); use fp32")
+        config.enable_mkldnn_bfloat16()
+
+
+def _configure_gpu(config, settings: PredictorSettings, input_name: str,
+                   sample_shape: tuple[int, ...]) -> None:
+    """Written against the documented Paddle Inference GPU/TensorRT API; not exercised in CI
+    (no GPU there), hence the explicit checks that fail with a clear message instead."""
+    import paddle
+
+    if not paddle.is_compiled_with_cuda():
+        raise PredictorError("device gpu requested but this Paddle build has no CUDA support")
+    paddle_inference = _paddle_inference()
+    config.enable_use_gpu(settings.gpu_memory_mb, settings.gpu_id)
+    if not settings.use_tensorrt:
+        return
+    precision = {
+        "fp32": paddle_inference.PrecisionType.Float32,
+        "fp16": paddle_inference.PrecisionType.Half,
+        "int8": paddle_inference.PrecisionType.Int8,
+    }[settings.precision]
+    config.enable_tensorrt_engine(
+        workspace_size=settings.tensorrt_workspace_mb << 20,
+        max_batch_size=settings.max_batch_size,
+        min_subgraph_size=settings.tensorrt_min_subgraph_size,
+        precision_mode=precision,
+        use_static=False,
+        use_calib_mode=settings.precision == "int8",
+    )
+    # The batch is the only dynamic dimension of a PP-TSM input [N, T, 3, S, S].
+    config.set_trt_dynamic_shape_info(
+        {input_name: [1, *sample_shape]},
+        {input_name: [settings.max_batch_size, *sample_shape]},
+        {input_name: [1, *sample_shape]},
+    )
+
+
+def _build_config(model_dir: Path, meta: ModelMeta, settings: PredictorSettings):
+    inference = meta.inference
+    config = _paddle_inference().Config(str(model_dir / inference.model_file),
+                                        str(model_dir / inference.params_file))
+    config.switch_ir_optim(settings.ir_optim)
+    if settings.memory_optim and inference.format == "pdmodel":
+        config.enable_memory_optim()
+    if settings.device == "cpu":
+        _configure_cpu(config, settings)
+    else:
+        _configure_gpu(config, settings, inference.input_name, tuple(inference.input_shape[1:]))
+    config.disable_glog_info()
+    return config
+
+
+class Predictor:
+    """Runs one exported model: float32 [N, T, 3, S, S] in, float32 [N, num_classes] out."""
+
+    def __init__(self, model_dir: str | Path, meta: ModelMeta, settings: PredictorSettings):
+        settings.validate()
+        self.meta = meta
+        self.settings = settings
+        self._sample_shape = tuple(meta.inference.input_shape[1:])
+        model_dir = Path(model_dir)
+        for relative in (meta.inference.model_file, meta.inference.params_file):
+            if not (model_dir / relative).is_file():
+                raise PredictorError(f"{model_dir / relative}: model file missing")
+        config = _build_config(model_dir, meta, settings)
+        try:
+            self._template = _paddle_inference().create_predictor(config)
+        except (ValueError, RuntimeError) as exc:
+            raise PredictorError(
+                f"Paddle Inference could not load {model_dir / meta.inference.model_file}: {exc}"
+            ) from exc
+        self._per_thread = threading.local()
+        self._clone_lock = threading.Lock()
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str | Path,
+                       settings: PredictorSettings | None = None) -> "Predictor":
+        """Loads `model_dir/model_meta.json` and the program it names."""
+        return cls(model_dir, load_meta(model_dir), settings or PredictorSettings())
+
+    def _thread_predictor(self):
+        predictor = getattr(self._per_thread, "predictor", None)
+        if predictor is None:
+            with self._clone_lock:
+                predictor = self._template.clone()
+            self._per_thread.predictor = predictor
+        return predictor
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Returns the raw network output (logits) for a batch of clips or views."""
+        if batch.dtype != np.float32 or batch.ndim != 5 or tuple(batch.shape[1:]) != self._sample_shape:
+            raise ValueError(
+                f"expected float32 [N, {', '.join(map(str, self._sample_shape))}], "
+                f"got {batch.dtype} {list(batch.shape)}")
+        if batch.shape[0] == 0:
+            raise ValueError("empty batch")
+        predictor = self._thread_predictor()
+        feed = predictor.get_input_handle(predictor.get_input_names()[0])
+        feed.reshape(list(batch.shape))
+        feed.copy_from_cpu(np.ascontiguousarray(batch))
+        predictor.run()
+        # The output name differs between legacy and PIR exports; position 0 is stable.
+        return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()

@@ -1,0 +1,1 @@
+"""Training loop, optimisation schedules, checkpoints and evaluation."""

@@ -1,0 +1,62 @@
+"""Resumable training checkpoints in an output directory.
+
+Layout: `latest.pdparams` / `latest.pdopt` (model, optimiser + LR-scheduler state) and
+`latest.json` (epoch done, best score, history); `best.pdparams` + `best.json` for the best
+validation top-1. Files are written to a temporary name and renamed, so an interrupted save
+never leaves a truncated checkpoint that a resume would trust.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import paddle
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    global_step: int = 0
+    best_top1: float = -1.0
+    best_epoch: int = -1
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    paddle.save(obj, str(tmp))
+    os.replace(tmp, path)
+
+
+def _atomic_write_json(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_latest(out_dir: Path, model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer,
+                state: TrainState) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_save(model.state_dict(), out_dir / "latest.pdparams")
+    _atomic_save(optimizer.state_dict(), out_dir / "latest.pdopt")
+    _atomic_write_json(asdict(state), out_dir / "latest.json")
+
+
+def save_best(out_dir: Path, model: paddle.nn.Layer, state: TrainState) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_save(model.state_dict(), out_dir / "best.pdparams")
+    _atomic_write_json({"epoch": state.best_epoch, "top1": state.best_top1}, out_dir / "best.json")
+
+
+def load_latest(out_dir: Path, model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer
+                ) -> Optional[TrainState]:
+    """Restores model and optimiser from `out_dir/latest.*`; None when there is nothing to resume."""
+    meta = out_dir / "latest.json"
+    if not meta.is_file():
+        return None
+    model.set_state_dict(paddle.load(str(out_dir / "latest.pdparams")))
+    optimizer.set_state_dict(paddle.load(str(out_dir / "latest.pdopt")))
+    return TrainState(**json.loads(meta.read_text(encoding="utf-8")))

@@ -1,0 +1,56 @@
+"""Optimiser and per-iteration learning-rate schedule built from a recipe's `optimizer` section.
+
+Recipes say `lr` for their reference batch size; with `scale_lr_by_batch` the LR is scaled
+linearly to the batch actually used (Goyal et al.), so a laptop run with a small batch keeps the
+recipe's dynamics.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import paddle
+from paddle.optimizer import lr as lr_sched
+
+
+def build_lr_schedule(cfg: dict[str, Any], steps_per_epoch: int, epochs: int,
+                      batch_size: int) -> lr_sched.LRScheduler:
+    base_lr = float(cfg.get("lr", 0.01))
+    if cfg.get("scale_lr_by_batch"):
+        base_lr *= batch_size / float(cfg.get("reference_batch_size", batch_size))
+    name = cfg.get("schedule", "warmup_cosine")
+    total = max(1, steps_per_epoch * epochs)
+    warmup = int(float(cfg.get("warmup_epochs", 0)) * steps_per_epoch)
+    if name == "warmup_cosine":
+        sched: lr_sched.LRScheduler | float = lr_sched.CosineAnnealingDecay(
+            base_lr, T_max=max(1, total - warmup), eta_min=float(cfg.get("min_lr", 0.0)))
+    elif name == "piecewise":
+        boundaries = [int(e * steps_per_epoch) for e in cfg["boundaries_epochs"]]
+        values = [base_lr * m for m in cfg.get("multipliers", [1.0, 0.1, 0.01])]
+        sched = lr_sched.PiecewiseDecay(boundaries=boundaries, values=values)
+    else:
+        raise ValueError(f"optimizer.schedule: 'warmup_cosine' or 'piecewise', got {name!r}")
+    if warmup > 0:
+        return lr_sched.LinearWarmup(sched, warmup_steps=warmup,
+                                     start_lr=float(cfg.get("warmup_start_lr", 0.0)), end_lr=base_lr)
+    return sched  # type: ignore[return-value]
+
+
+def build_optimizer(cfg: dict[str, Any], parameters: list, schedule: lr_sched.LRScheduler
+                    ) -> paddle.optimizer.Optimizer:
+    name = cfg.get("name", "momentum")
+    weight_decay = float(cfg.get("weight_decay", 0.0))
+    if name == "momentum":
+        return paddle.optimizer.Momentum(
+            learning_rate=schedule, momentum=float(cfg.get("momentum", 0.9)), parameters=parameters,
+            use_nesterov=bool(cfg.get("nesterov", True)),
+            weight_decay=paddle.regularizer.L2Decay(weight_decay) if weight_decay else None,
+            grad_clip=_grad_clip(cfg))
+    if name == "adamw":
+        return paddle.optimizer.AdamW(learning_rate=schedule, parameters=parameters,
+                                      weight_decay=weight_decay, grad_clip=_grad_clip(cfg))
+    raise ValueError(f"optimizer.name: 'momentum' or 'adamw', got {name!r}")
+
+
+def _grad_clip(cfg: dict[str, Any]) -> paddle.nn.ClipGradByGlobalNorm | None:
+    clip = cfg.get("grad_clip_norm")
+    return paddle.nn.ClipGradByGlobalNorm(float(clip)) if clip else None

@@ -1,0 +1,216 @@
+"""Checkpoint -> `model_repo/<name>/`: the inference program, serving confs, labels and the
+metadata file that carries every preprocessing fact serving must agree on.
+
+Format choice (see ../shared/reference/EXPORT_FACTS.md): the legacy `.pdmodel` program is the
+default because it is the one format every model family runs with oneDNN on Paddle 3.3.1 and the
+one Paddle Serving 0.9's tooling recognises; PIR `.json` is written when asked for, or when the
+legacy export fails, and the reason is recorded in the metadata. The export is built in a
+temporary folder and verified (Paddle Inference output vs the dygraph model) before it replaces
+the previous export, so a failed export never destroys a working model.
+
+Command line: `python -m train.export -c RECIPE.yaml -k CKPT.pdparams -n NAME`.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import paddle
+from paddle.static import InputSpec
+
+from serving.metadata import InferenceSpec, ModelMeta, PreprocessSpec
+from serving.predictor import Predictor, PredictorSettings
+from serving.serving_conf import write_serving_confs
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "data_batch_0"  # PaddleVideo's exported input name; its clients send this key
+PARITY_TOLERANCE = 1e-4
+_VERSIONED_PACKAGES = ("paddlepaddle", "paddle-serving-server", "numpy", "pillow", "decord",
+                       "opencv-python-headless")
+
+
+class ExportError(RuntimeError):
+    """The export could not be written or did not reproduce the model's output."""
+
+
+def _package_versions() -> dict[str, str]:
+    versions = {}
+    for pkg in _VERSIONED_PACKAGES:
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _save_program(model: paddle.nn.Layer, prefix: Path, input_spec: InputSpec, fmt: str) -> None:
+    static = paddle.jit.to_static(model, input_spec=[input_spec], full_graph=True)
+    if fmt == "pdmodel":
+        with paddle.pir_utils.DygraphOldIrGuard():
+            paddle.jit.save(static, str(prefix))
+    else:
+        paddle.jit.save(static, str(prefix))
+
+
+def _write_program(model: paddle.nn.Layer, server_dir: Path, stem: str, input_spec: InputSpec,
+                   fmt: str) -> tuple[str, str]:
+    """Writes the program; returns (format written, why)."""
+    if fmt in ("auto", "pdmodel"):
+        try:
+            _save_program(model, server_dir / stem, input_spec, "pdmodel")
+            return "pdmodel", ("legacy ProgramDesc: runs with oneDNN for every model family on "
+                               "Paddle 3.3.1 and allows memory optimisation")
+        except Exception as exc:  # noqa: BLE001 - any tracing failure means: try the other format
+            if fmt == "pdmodel":
+                raise ExportError(f"legacy .pdmodel export failed: {exc}") from exc
+            log.warning("legacy export failed (%s); writing PIR .json instead", exc)
+            for stale in server_dir.glob(stem + ".*"):
+                stale.unlink()
+            reason = f"PIR .json because the legacy export failed: {str(exc).splitlines()[0][:200]}"
+    else:
+        reason = "PIR .json requested"
+    _save_program(model, server_dir / stem, input_spec, "json")
+    return "json", reason
+
+
+def export_model(model: paddle.nn.Layer, out_dir: str | Path, *, name: str, version: str,
+                 labels: list[str], preprocess: PreprocessSpec, architecture: str,
+                 source: Optional[dict[str, Any]] = None,
+                 evaluation: Optional[dict[str, Any]] = None, fmt: str = "auto") -> ModelMeta:
+    """Exports `model` (already holding its weights) to `out_dir` and verifies it."""
+    if fmt not in ("auto", "pdmodel", "json"):
+        raise ExportError(f"format: 'auto', 'pdmodel' or 'json', got {fmt!r}")
+    out_dir = Path(out_dir)
+    tmp_dir = out_dir.with_name(f".{out_dir.name}.export-tmp")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    server_dir = tmp_dir / "serving_server"
+    server_dir.mkdir(parents=True)
+    started = time.perf_counter()
+
+    model.eval()
+    fuse = getattr(model, "fuse_reparam", None)
+    if callable(fuse):
+        fuse()  # re-parameterised branches become one conv, as PaddleVideo's export does
+    size, num_seg = preprocess.crop_size, preprocess.num_seg
+    input_spec = InputSpec([None, num_seg, 3, size, size], "float32", name=INPUT_NAME)
+    stem = getattr(model, "export_name", "ppTSM")
+    written, reason = _write_program(model, server_dir, stem, input_spec, fmt)
+    suffix = ".pdmodel" if written == "pdmodel" else ".json"
+
+    probe = np.random.RandomState(0).standard_normal((2, num_seg, 3, size, size)).astype("float32")
+    with paddle.no_grad():
+        expected = model(paddle.to_tensor(probe)).numpy()
+    meta = ModelMeta(
+        name=name, version=version, architecture=architecture, labels=tuple(labels),
+        preprocess=preprocess,
+        inference=InferenceSpec(
+            format=written, model_file=f"serving_server/{stem}{suffix}",
+            params_file=f"serving_server/{stem}.pdiparams", input_name=INPUT_NAME,
+            input_shape=(-1, num_seg, 3, size, size), output_name="",
+            output_shape=(-1, int(expected.shape[1])), format_reason=reason),
+        source=dict(source or {}), evaluation=dict(evaluation or {}),
+        exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), package_versions=_package_versions())
+    meta.save(tmp_dir)
+    predictor = Predictor.from_model_dir(tmp_dir, PredictorSettings())
+    got = predictor.predict(probe)
+    diff = float(np.abs(got - expected).max())
+    if not diff <= PARITY_TOLERANCE:
+        raise ExportError(f"exported program differs from the model by {diff:.2e} "
+                          f"(tolerance {PARITY_TOLERANCE:.0e}); the export in {tmp_dir} was kept "
+                          "for inspection and the previous model left in place")
+    meta = ModelMeta.from_dict({**meta.to_dict(), "inference": {
+        **meta.to_dict()["inference"], "output_name": predictor.output_name},
+        "evaluation": {**meta.evaluation, "export_parity_max_abs_diff": diff,
+                       "export_seconds": round(time.perf_counter() - started, 2)}})
+    meta.save(tmp_dir)
+    (tmp_dir / "label_list.txt").write_text(
+        "".join(f"{i} {label}\n" for i, label in enumerate(labels)), encoding="utf-8")
+    write_serving_confs(tmp_dir, meta)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp_dir.rename(out_dir)
+    return meta
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_from_config(config_path: str, checkpoint: str, name: str, out_root: str = "model_repo",
+                       overrides: tuple[str, ...] = (), fmt: str = "auto",
+                       version: Optional[str] = None) -> ModelMeta:
+    """The `make export` path: recipe + checkpoint -> model_repo/<name>/."""
+    from train.config import load_config
+    from train.data.list_file import read_label_list
+    from train.models.checkpoint import load_pdparams, load_state_dict_by_name
+    from train.recipe import build_model_from_config, preprocess_spec_from_config
+
+    cfg = load_config(config_path, overrides)
+    ckpt = Path(checkpoint)
+    if not ckpt.is_file():
+        raise ExportError(f"{ckpt}: no such checkpoint (train first with `make train`)")
+    labels = read_label_list(_label_list_path(cfg))
+    model = build_model_from_config(cfg, num_classes=len(labels))
+    load_state_dict_by_name(model, load_pdparams(ckpt), strict=True)
+    evaluation = {}
+    best = ckpt.with_suffix(".json")
+    if best.is_file():
+        import json
+
+        evaluation["val_top1"] = json.loads(best.read_text()).get("top1")
+    return export_model(
+        model, Path(out_root) / name, name=name,
+        version=version or time.strftime("%Y%m%d-%H%M%S"), labels=labels,
+        preprocess=preprocess_spec_from_config(cfg), architecture=cfg["model"]["name"],
+        source={"config": str(config_path), "checkpoint": str(ckpt),
+                "checkpoint_sha256": _sha256(ckpt), "model": cfg["model"]},
+        evaluation=evaluation, fmt=fmt)
+
+
+def _label_list_path(cfg: dict[str, Any]) -> Path:
+    data = cfg.get("data", {})
+    if "labels" in cfg.get("export", {}):
+        return Path(cfg["export"]["labels"])
+    return Path(data.get("root", ".")) / data.get("label_list", "label_list.txt")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Export a checkpoint to model_repo/<name>/.")
+    parser.add_argument("-c", "--config", required=True, help="the recipe the model was trained with")
+    parser.add_argument("-k", "--checkpoint", required=True, help=".pdparams file")
+    parser.add_argument("-n", "--name", default="pptsm", help="model_repo/<name> (default pptsm)")
+    parser.add_argument("--out", default="model_repo", help="model repository root")
+    parser.add_argument("--format", default="auto", choices=("auto", "pdmodel", "json"))
+    parser.add_argument("--version", help="model version string (default: a timestamp)")
+    parser.add_argument("-o", "--override", action="append", default=[],
+                        help="override a recipe value, e.g. -o preprocess.crop_size=224")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        meta = export_from_config(args.config, args.checkpoint, args.name, args.out,
+                                  tuple(args.override), args.format, args.version)
+    except (ExportError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"exported {meta.name} ({meta.architecture}, {meta.inference.format}, "
+          f"{meta.num_classes} classes, T={meta.preprocess.num_seg}, "
+          f"{meta.preprocess.crop_size}px) to {Path(args.out) / args.name}; parity max abs diff "
+          f"{meta.evaluation['export_parity_max_abs_diff']:.1e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -29,6 +29,7 @@ from paddle.static import InputSpec
 from serving.metadata import InferenceSpec, ModelMeta, PreprocessSpec
 from serving.predictor import Predictor, PredictorSettings
 from serving.serving_conf import write_serving_confs
+from train.models.layers import fuse_reparam_
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +98,7 @@ def export_model(model: paddle.nn.Layer, out_dir: str | Path, *, name: str, vers
     started = time.perf_counter()
 
     model.eval()
-    fuse = getattr(model, "fuse_reparam", None)
-    if callable(fuse):
-        fuse()  # re-parameterised branches become one conv, as PaddleVideo's export does
+    fuse_reparam_(model)  # multi-branch depthwise convs become one conv, as PaddleVideo exports
     size, num_seg = preprocess.crop_size, preprocess.num_seg
     input_spec = InputSpec([None, num_seg, 3, size, size], "float32", name=INPUT_NAME)
     stem = getattr(model, "export_name", "ppTSM")

@@ -28,7 +28,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from train.models.layers import refuse_fused_layers_, unfused_parameter_names
+from train.models.layers import refresh_fused_layers_, unfused_parameter_names
 
 PARAM_NAME_TABLE_KEY = "StructuredToParameterName@@"  # paddle.save bookkeeping, not a tensor
 
@@ -45,12 +45,15 @@ _ALLOWED_PICKLE_GLOBALS = frozenset({
     ("collections", "OrderedDict"),
 })
 
-# layout name -> (source prefix -> target prefix); keys matching no prefix are dropped as ignored.
+# layout name -> (source prefix -> model prefix); keys matching no prefix keep their name.
 _LAYOUT_PREFIXES: dict[str, dict[str, str]] = {
-    "plain": {"backbone.": "backbone.", "head.": "head."},
+    "plain": {},
     "dml_student": {"0.": "backbone.", "1.": "head."},
     "dml_full": {"Student.0.": "backbone.", "Student.1.": "head."},
 }
+# Layouts whose files also hold another model's tensors (the DML teacher): unmatched keys are
+# ignored there instead of being reported as unexpected.
+_LAYOUTS_WITH_FOREIGN_KEYS = frozenset({"dml_full"})
 
 StateLike = Mapping[str, Union[np.ndarray, paddle.Tensor]]
 
@@ -67,7 +70,7 @@ class LoadReport:
     loaded: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)  # checkpoint keys outside the layout (Teacher.*)
+    ignored: list[str] = field(default_factory=list)  # another model's keys (DML Teacher.*)
     placeholders_absent: list[str] = field(default_factory=list)  # fused-only params not stored
 
     @property
@@ -93,9 +96,9 @@ def load_pdparams(path: Union[str, Path]) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         raw = _ArrayOnlyUnpickler(io.BytesIO(path.read_bytes())).load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise CheckpointError(f"{path}: {exc}") from None
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a .pdparams pickle ({exc})") from None
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{path}: expected a dict of arrays, got {type(raw).__name__}")
@@ -137,9 +140,10 @@ def load_state_dict_by_name(model: nn.Layer, state: Union[StateLike, str, Path],
     """Copies checkpoint tensors into `model` by (layout-normalised) key name.
 
     `state` is a dict of arrays/tensors or a `.pdparams` path. `key_map` (source prefix -> model
-    prefix) replaces the automatic layout detection. Shape mismatches always raise; with `strict`,
-    missing or unexpected keys raise `CheckpointError` listing them, otherwise they are only
-    reported. Placeholder tensors of unfused re-parameterisable layers are never required.
+    prefix) replaces the automatic layout detection; keys it does not match keep their name.
+    Shape mismatches always raise; with `strict`, missing or unexpected keys raise
+    `CheckpointError` listing them, otherwise they are only reported. Placeholder tensors of
+    unfused re-parameterisable layers are never required.
     """
     if isinstance(state, (str, Path)):
         state = load_pdparams(state)
@@ -151,10 +155,10 @@ def load_state_dict_by_name(model: nn.Layer, state: Union[StateLike, str, Path],
     renamed: dict[str, np.ndarray] = {}
     for key in source_keys:
         target = _rename(key, prefixes)
-        if target is None and key_map is None and layout != "plain":
+        if target is None and layout in _LAYOUTS_WITH_FOREIGN_KEYS:
             report.ignored.append(key)
         else:
-            renamed[target if target is not None else key] = _as_array(state[key])
+            renamed[target or key] = _as_array(state[key])
 
     targets = model.state_dict()
     placeholders = unfused_parameter_names(model)
@@ -174,7 +178,7 @@ def load_state_dict_by_name(model: nn.Layer, state: Union[StateLike, str, Path],
         tensor = targets[key]
         tensor.set_value(renamed[key].astype(_numpy_dtype(tensor), copy=False))
         report.loaded.append(key)
-    refuse_fused_layers_(model)
+    refresh_fused_layers_(model)
     return report
 
 

@@ -29,7 +29,7 @@ class ReparamError(ValueError):
 
 
 class TemporalShiftError(ValueError):
-    """The temporal shift would be a no-op or cannot group the batch into clips."""
+    """The temporal shift is misconfigured: a clip length below 1, or too few channels to move."""
 
 
 def sigmoid(x: paddle.Tensor) -> paddle.Tensor:
@@ -166,39 +166,38 @@ def fuse_branches_into_conv(branches: Sequence[ConvBN], target: nn.Conv2D) -> No
     target.bias.set_value(bias.astype(np.float32))
 
 
+def _reparameterizable_layers(model: nn.Layer, *, fused: bool) -> list[tuple[str, nn.Layer]]:
+    """(state-dict prefix, layer) of every re-parameterisable sub-layer in the given state."""
+    return [(prefix, layer) for prefix, layer in model.named_sublayers(include_self=True)
+            if isinstance(layer, Reparameterizable) and layer.is_fused == fused]
+
+
 def fuse_reparam_(model: nn.Layer) -> int:
     """Fuses every re-parameterisable sub-layer in place; returns how many were fused.
 
     Uses the BN running statistics, so call it on a trained model before evaluation or export
     (PaddleVideo's export does the same); the fused layers no longer train their branches.
     """
-    fused = 0
-    for layer in model.sublayers(include_self=True):
-        if isinstance(layer, Reparameterizable) and not layer.is_fused:
-            layer.fuse()
-            fused += 1
-    return fused
+    layers = _reparameterizable_layers(model, fused=False)
+    for _, layer in layers:
+        layer.fuse()
+    return len(layers)
 
 
-def unfused_parameter_names(model: nn.Layer) -> set[str]:
-    """State-dict names of parameters that are placeholders until their layer is fused."""
-    names: set[str] = set()
-    for prefix, layer in model.named_sublayers(include_self=True):
-        if isinstance(layer, Reparameterizable) and not layer.is_fused:
-            names.update(f"{prefix}.{name}" if prefix else name
-                         for name in layer.fused_parameter_names())
-    return names
-
-
-def refuse_fused_layers_(model: nn.Layer) -> int:
+def refresh_fused_layers_(model: nn.Layer) -> int:
     """Recomputes the fused conv of already-fused layers from their (possibly new) branches.
 
     Needed after loading a checkpoint into a fused model: the checkpoint's fused-conv tensors are
     training-time placeholders, the branches are the real weights.
     """
-    refused = 0
-    for layer in model.sublayers(include_self=True):
-        if isinstance(layer, Reparameterizable) and layer.is_fused:
-            layer.fuse()
-            refused += 1
-    return refused
+    layers = _reparameterizable_layers(model, fused=True)
+    for _, layer in layers:
+        layer.fuse()
+    return len(layers)
+
+
+def unfused_parameter_names(model: nn.Layer) -> set[str]:
+    """State-dict names of parameters that are placeholders until their layer is fused."""
+    return {f"{prefix}.{name}" if prefix else name
+            for prefix, layer in _reparameterizable_layers(model, fused=False)
+            for name in layer.fused_parameter_names()}

@@ -59,7 +59,8 @@ def scale_channels(channels: int, width_mult: float) -> int:
     Exact for width_mult 1.0 (all base widths are multiples of 8).
     """
     scaled = channels * width_mult
-    rounded = max(CHANNEL_DIVISOR, int(scaled + CHANNEL_DIVISOR / 2) // CHANNEL_DIVISOR * CHANNEL_DIVISOR)
+    nearest = int(scaled + CHANNEL_DIVISOR / 2) // CHANNEL_DIVISOR * CHANNEL_DIVISOR
+    rounded = max(CHANNEL_DIVISOR, nearest)
     if rounded < 0.9 * scaled:
         rounded += CHANNEL_DIVISOR
     return rounded
@@ -122,7 +123,7 @@ class DepthwiseSeparable(nn.Layer):
 
 
 class RepDepthwiseSeparable(DepthwiseSeparable):
-    """Block whose depthwise conv trains as parallel k x k, (k-2) x (k-2), ..., 1x1 conv+BN branches.
+    """Block whose depthwise conv trains as parallel conv+BN branches of kernel k, k-2, ..., 1.
 
     The 1x1 branch is left out in stride-2 blocks (as in PaddleVideo). `fuse()` folds the branches
     into the biased `dw_conv`; before that, `dw_conv` is unused and its checkpoint values are

@@ -1,0 +1,138 @@
+"""Video bytes -> the RGB frames a model samples, decoding only those frames.
+
+    with open_video(payload, limits=DecodeLimits(), temp_dir=workdir) as video:
+        indices, frames = read_sampled(video, lambda n: sample_indices(n, spec))
+
+`open_video` probes the payload first (container format, frame size, frame count, duration
+against `limits`, no frame decoded; see video_probe.py), then opens a backend:
+
+* "decord" (PaddleVideo's decoder): seeks, decodes from the keyframe before each frame;
+* "pyav": seeks the same way, from memory, and skips damaged packets;
+* "opencv": decodes in order up to the last wanted frame; the last resort.
+
+All three return pixel-identical frames on healthy files. "auto" starts with the first backend
+that opens the stream and moves to the next one if it then fails to decode it: decord has no
+AV1 decoder, rejects some frame widths (72 px) and gives up on damaged packets that FFmpeg's
+own decoder skips.
+
+Frame count rule: `num_frames` is the number of video packets the container holds (its own
+frame index; PaddleVideo's frames_len on healthy files). If decoding ends earlier (truncated
+or damaged stream), the source lowers `num_frames` to the frames that did decode and
+`read_sampled` samples again from that count, once; a stream that shrinks again is a
+DecodeError. Every failure reaches the caller as a ServiceError subclass (DecodeError,
+LimitExceededError) with a message fit for the client; no decoder exception escapes.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from serving.errors import DecodeError
+from serving.preprocess.decode_limits import DecodeLimits
+from serving.preprocess.video_probe import probe_video
+from serving.preprocess.video_source import (
+    DAMAGED_STREAM_MESSAGE,
+    BackendCannotOpen,
+    OpenRequest,
+    ShortVideoError,
+    VideoSource,
+)
+
+__all__ = ["BACKENDS", "DecodeLimits", "ShortVideoError", "VideoSource", "decode_all",
+           "open_video", "read_sampled"]
+
+BACKENDS = ("decord", "pyav", "opencv")  # "auto" tries them in this order
+_BACKEND_CLASSES = {
+    "decord": ("serving.preprocess.decode_decord", "DecordSource"),
+    "pyav": ("serving.preprocess.decode_pyav", "PyAVSource"),
+    "opencv": ("serving.preprocess.decode_opencv", "OpenCVSource"),
+}
+
+
+def _backend_class(name: str) -> type[VideoSource]:
+    """Imported on first use, so a machine without decord (no aarch64 wheel) still decodes."""
+    module_name, class_name = _BACKEND_CLASSES[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendCannotOpen(f"{name}: not installed ({exc})") from exc
+    return getattr(module, class_name)
+
+
+def _open_first(names: Sequence[str], request: OpenRequest) -> tuple[VideoSource, list[str]]:
+    """The first backend of `names` that opens the video, and the names left after it."""
+    reasons: list[str] = []
+    for position, name in enumerate(names):
+        try:
+            return _backend_class(name)(request), list(names[position + 1:])
+        except BackendCannotOpen as exc:
+            reasons.append(str(exc))
+    raise DecodeError(f"video: no available decoder can read its {request.probe.codec!r} video "
+                      f"stream") from BackendCannotOpen("; ".join(reasons))
+
+
+class _FallbackSource(VideoSource):
+    """'auto': reads with the current backend and hands over to the next one that opens the
+    video when the current one fails to decode it."""
+
+    # The wrapped backends' failures are handled in _decode_sorted.
+    decode_failures: ClassVar[tuple[type[Exception], ...]] = ()
+
+    def __init__(self, request: OpenRequest) -> None:
+        super().__init__(request.probe)
+        self._request = request
+        self._current, self._untried = _open_first(BACKENDS, request)
+
+    @property
+    def backend(self) -> str:
+        return self._current.backend
+
+    def _decode_sorted(self, indices: list[int]) -> list[np.ndarray]:
+        while True:
+            try:
+                return self._current._decode_sorted(indices)  # the wrapped source's decoding step
+            except self._current.decode_failures as exc:
+                self._current.close()
+                if not self._untried:
+                    raise DecodeError(DAMAGED_STREAM_MESSAGE) from exc
+                self._current, self._untried = _open_first(self._untried, self._request)
+
+    def _release(self) -> None:
+        self._current.close()
+
+
+def open_video(data: bytes, *, limits: DecodeLimits = DecodeLimits(), backend: str = "auto",
+               temp_dir: str | Path | None = None) -> VideoSource:
+    """Probes `data` against `limits` and opens it with `backend` ('auto', 'decord', 'pyav',
+    'opencv'). Temporary files (decord, OpenCV) go to `temp_dir` and are deleted at once."""
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"decode backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
+    request = OpenRequest(data=data, probe=probe_video(data, limits), limits=limits,
+                          temp_dir=Path(temp_dir) if temp_dir is not None else None)
+    if backend == "auto":
+        return _FallbackSource(request)
+    return _open_first([backend], request)[0]
+
+
+def read_sampled(source: VideoSource, choose: Callable[[int], Sequence[int]],
+                 ) -> tuple[list[int], np.ndarray]:
+    """(indices, frames) for `choose(num_frames)`, sampled again once if the stream is shorter
+    than its container claimed (see the frame count rule above)."""
+    indices = list(choose(source.num_frames))
+    try:
+        return indices, source.read(indices)
+    except ShortVideoError:
+        indices = list(choose(source.num_frames))
+        return indices, source.read(indices)
+
+
+def decode_all(data: bytes, *, limits: DecodeLimits = DecodeLimits(), backend: str = "auto",
+               temp_dir: str | Path | None = None) -> np.ndarray:
+    """Every decodable frame, RGB uint8 [N, H, W, 3]: for comparisons and benchmarks (it holds
+    the whole video in memory, bounded only by `limits`)."""
+    with open_video(data, limits=limits, backend=backend, temp_dir=temp_dir) as source:
+        return read_sampled(source, range)[1]  # choose every index: range(num_frames)

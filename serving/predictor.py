@@ -8,14 +8,17 @@ paddle 3.3.1 (see shared/reference/EXPORT_FACTS.md):
   * oneDNN is what makes CPU inference fast; ResNets need the `.pdmodel` export for it, which the
     exporter guarantees by choosing the format, so this module simply follows the metadata.
 
-Thread safety: a Paddle predictor must not run in two threads at once. `Predictor.predict` gives
-every calling thread its own clone of the loaded program (`clone()` shares the weights, so the
-extra memory is only activations), which makes one `Predictor` safe to share between the
-threads of a Paddle Serving op with `concurrency > 1`.
+Thread safety: a Paddle predictor must not run in two threads at once, and on paddle 3.3.1
+`clone()` itself corrupts the clone when another predictor of the same program is running
+("Tensor holds no memory", "Filter tensor's layout should be ONEDNN"). So all
+`settings.instances` predictors are cloned up front, before anything runs, and kept in a pool:
+`predict` borrows one, runs, and gives it back. One `Predictor` is therefore safe to share
+between the threads of a Paddle Serving op; at most `instances` calls run at once, the others
+wait. Clones share the weights, so each extra instance costs only activation memory.
 """
 from __future__ import annotations
 
-import threading
+import queue
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +62,7 @@ class PredictorSettings:
     tensorrt_min_subgraph_size: int = 3
     tensorrt_workspace_mb: int = 1024
     max_batch_size: int = 1
+    instances: int = 1  # predictors that may run at the same time (the op's concurrency)
 
     def validate(self) -> None:
         if self.device not in ("cpu", "gpu"):
@@ -73,16 +77,17 @@ class PredictorSettings:
             raise PredictorError(f"precision {self.precision!r} on GPU needs TensorRT (device_type 2)")
         if self.use_tensorrt and self.device != "gpu":
             raise PredictorError("TensorRT needs device 'gpu'")
-        if self.cpu_threads < 1 or self.max_batch_size < 1:
-            raise PredictorError("cpu_threads and max_batch_size must be >= 1")
+        if min(self.cpu_threads, self.max_batch_size, self.instances) < 1:
+            raise PredictorError("cpu_threads, max_batch_size and instances must be >= 1")
 
     @classmethod
-    def from_local_service_conf(cls, conf: Mapping[str, Any], *,
-                                max_batch_size: int) -> "PredictorSettings":
+    def from_local_service_conf(cls, conf: Mapping[str, Any], *, max_batch_size: int,
+                                instances: int) -> "PredictorSettings":
         """Maps Paddle Serving's documented `local_service_conf` keys (device_type, devices,
         thread_num, use_mkldnn, mkldnn_cache_capacity, precision, ir_optim, mem_optim,
         min_subgraph_size) onto settings, so the service is configured the way any Paddle
-        Serving op is, although it runs its own predictor."""
+        Serving op is, although it runs its own predictor. Only the first id of `devices` is
+        used: one op drives one device."""
         device_type = int(conf.get("device_type", SERVING_DEVICE_CPU))
         if device_type not in (SERVING_DEVICE_CPU, SERVING_DEVICE_GPU, SERVING_DEVICE_TENSORRT):
             raise PredictorError(
@@ -105,6 +110,7 @@ class PredictorSettings:
             tensorrt_min_subgraph_size=int(
                 conf.get("min_subgraph_size", defaults.tensorrt_min_subgraph_size)),
             max_batch_size=max_batch_size,
+            instances=instances,
         )
         settings.validate()
         return settings
@@ -197,27 +203,25 @@ class Predictor:
                 raise PredictorError(f"{model_dir / relative}: model file missing")
         config = _build_config(model_dir, meta, settings)
         try:
-            self._template = _paddle_inference().create_predictor(config)
+            template = _paddle_inference().create_predictor(config)
         except (ValueError, RuntimeError) as exc:
             raise PredictorError(
                 f"Paddle Inference could not load {model_dir / meta.inference.model_file}: {exc}"
             ) from exc
-        self._per_thread = threading.local()
-        self._clone_lock = threading.Lock()
+        self.input_name: str = template.get_input_names()[0]
+        # The output name differs between legacy programs (the last layer's variable) and PIR
+        # programs (`fetch_name_0`); position 0 is stable. The exporter records the name.
+        self.output_name: str = template.get_output_names()[0]
+        self._pool: queue.SimpleQueue = queue.SimpleQueue()
+        self._pool.put(template)
+        for _ in range(settings.instances - 1):
+            self._pool.put(template.clone())
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path,
                        settings: PredictorSettings | None = None) -> "Predictor":
         """Loads `model_dir/model_meta.json` and the program it names."""
         return cls(model_dir, load_meta(model_dir), settings or PredictorSettings())
-
-    def _thread_predictor(self):
-        predictor = getattr(self._per_thread, "predictor", None)
-        if predictor is None:
-            with self._clone_lock:
-                predictor = self._template.clone()
-            self._per_thread.predictor = predictor
-        return predictor
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Returns the raw network output (logits) for a batch of clips or views."""
@@ -227,10 +231,12 @@ class Predictor:
                 f"got {batch.dtype} {list(batch.shape)}")
         if batch.shape[0] == 0:
             raise ValueError("empty batch")
-        predictor = self._thread_predictor()
-        feed = predictor.get_input_handle(predictor.get_input_names()[0])
-        feed.reshape(list(batch.shape))
-        feed.copy_from_cpu(np.ascontiguousarray(batch))
-        predictor.run()
-        # The output name differs between legacy and PIR exports; position 0 is stable.
-        return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+        predictor = self._pool.get()
+        try:
+            feed = predictor.get_input_handle(self.input_name)
+            feed.reshape(list(batch.shape))
+            feed.copy_from_cpu(np.ascontiguousarray(batch))
+            predictor.run()
+            return predictor.get_output_handle(self.output_name).copy_to_cpu()
+        finally:
+            self._pool.put(predictor)

@@ -1,0 +1,111 @@
+"""What the HTTP and gRPC clients share: finding the videos, building a request, printing results.
+
+Standalone on purpose (standard library only): users copy the `client/` folder next to their
+own code, so it imports nothing from this project.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm"})
+MODES = ("uniform", "dense")
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+# err_no of an Answer for failures on the client's side (unreadable file, service unreachable);
+# the service's own codes are >= 0.
+TRANSPORT_ERROR = -1
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The service's reply to one request: err_no 0 and the result fields, or an error."""
+
+    err_no: int
+    err_msg: str
+    fields: dict[str, str]
+
+
+# Sends one request; reports transport failures as an Answer with err_no TRANSPORT_ERROR.
+Send = Callable[[dict[str, str]], Answer]
+
+
+def collect_videos(path: Path) -> list[Path]:
+    """`path` itself if it is a file, else the video files directly inside the folder, sorted."""
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    raise FileNotFoundError(f"{path}: no such file or folder")
+
+
+def build_request(video: bytes, *, topk: int, mode: str) -> dict[str, str]:
+    """The request fields for one video file (the service's key/value protocol)."""
+    return {"video": base64.b64encode(video).decode("ascii"), "topk": str(topk), "mode": mode}
+
+
+def result_record(path: Path, answer: Answer) -> dict[str, object]:
+    """One video's outcome as a JSON-ready dict; JSON-valued fields are decoded."""
+    record: dict[str, object] = {"file": str(path), "err_no": answer.err_no}
+    if answer.err_no != 0:
+        record["err_msg"] = answer.err_msg
+        return record
+    for key, value in answer.fields.items():
+        record[key] = json.loads(value) if key in ("topk", "model", "timing_ms") else value
+    return record
+
+
+def result_line(record: dict[str, object]) -> str:
+    """'<file>: <label> (score 0.912)' or '<file>: error <n>: <message>'."""
+    if record["err_no"] != 0:
+        return f"{record['file']}: error {record['err_no']}: {record['err_msg']}"
+    line = f"{record['file']}: {record['label']} (score {float(record['score']):.3f})"
+    others = record.get("topk", [])[1:]
+    if others:
+        line += "; next: " + ", ".join(f"{c['label']} {c['score']:.3f}" for c in others)
+    return line
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", type=Path, help="a video file, or a folder of video files")
+    parser.add_argument("--topk", type=int, default=1, help="classes to report per video (default 1)")
+    parser.add_argument("--mode", choices=MODES, default="uniform",
+                        help="frame sampling: uniform (default) or dense (10 clips x 3 crops)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object per video (JSON Lines) instead of text")
+
+
+def classify_all(paths: Sequence[Path], send: Send, *, topk: int, mode: str,
+                 as_json: bool) -> int:
+    """Sends every video, printing one line each as it is answered; a failing video is reported
+    and the rest still go. Returns the exit status: non-zero if any video failed."""
+    failed = 0
+    for path in paths:
+        try:
+            video = path.read_bytes()
+        except OSError as exc:
+            answer = Answer(TRANSPORT_ERROR, f"cannot read the file: {exc.strerror}", {})
+        else:
+            answer = send(build_request(video, topk=topk, mode=mode))
+        record = result_record(path, answer)
+        failed += answer.err_no != 0
+        print(json.dumps(record) if as_json else result_line(record), flush=True)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def run(args: argparse.Namespace, send: Send) -> int:
+    """The shared main: finds the videos and classifies them with `send`."""
+    try:
+        paths = collect_videos(args.path)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not paths:
+        print(f"error: {args.path}: no video files ({', '.join(sorted(VIDEO_SUFFIXES))})",
+              file=sys.stderr)
+        return EXIT_USAGE
+    return classify_all(paths, send, topk=args.topk, mode=args.mode, as_json=args.json)

@@ -1,0 +1,246 @@
+"""The Paddle Serving pipeline: decode -> sample -> normalize -> pptsm, one thin `Op` per stage.
+
+Each op calls library functions (serving.protocol, serving.preprocess, serving.predictor,
+serving.postprocess) and only adapts them to Paddle Serving 0.9's Op contract, read from
+`paddle_serving_server/pipeline/operator.py`:
+
+* `preprocess(input_dicts, data_id, log_id)` returns `(data, is_skip_process, prod_errcode,
+  prod_errinfo)`. A non-None `prod_errcode` ends the request at once: the framework forwards it
+  to the client as the response's `err_no`, with `prod_errinfo` as `err_msg`, and skips the
+  later ops. That is how every ServiceError becomes a clean error response.
+* An op without a model (`local_service_conf.model_config`) skips `process`, so `preprocess`
+  output goes straight to the next op. The stages pass one `ClipJob` object along; this needs
+  thread ops (`dag.is_thread_op: true`), which the service enforces.
+* Auto-batching (`batch_size`, `auto_batching_timeout`) happens in `process`: the framework
+  concatenates the `preprocess` dicts of several requests along axis 0, calls `process` once and
+  slices every output array back per request by the same row offsets. `PPTSMOp` therefore runs
+  its own Predictor (Paddle Serving's local predictor only finds `*.pdmodel`) inside `process`.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving import compat  # noqa: F401  (must precede the Paddle Serving import)
+from paddle_serving_server.pipeline import Op, RequestOp  # noqa: E402
+
+from serving.errors import InvalidInputError, ServiceError  # noqa: E402
+from serving.metadata import ModelMeta  # noqa: E402
+from serving.postprocess import top_k, video_probabilities  # noqa: E402
+from serving.predictor import Predictor  # noqa: E402
+from serving.preprocess.decode import (  # noqa: E402
+    DecodeLimits,
+    VideoSource,
+    open_video,
+    read_sampled,
+)
+from serving.preprocess.pipeline import preprocess, sample_indices  # noqa: E402
+from serving.protocol import (  # noqa: E402
+    ClassifyRequest,
+    PingRequest,
+    RawFrames,
+    Request,
+    classification_response,
+    parse_request,
+    ping_response,
+)
+
+log = logging.getLogger(__name__)
+
+JOB_KEY = "job"
+LOGITS_KEY = "logits"
+INFER_MS_KEY = "infer_ms"
+# Reported for failures that are the server's fault, not the request's (Paddle Serving reserves
+# 51-99 for product errors; 51-53 are the request errors of serving.errors).
+INTERNAL_ERROR_CODE = 54
+_OK = 0
+
+PreprocessResult = tuple[Any, bool, Any, str]
+
+
+@dataclass
+class ClipJob:
+    """One request on its way through the stages; each stage fills in its part."""
+
+    request: Request
+    source: VideoSource | RawFrames | None = None  # opened by DecodeOp, closed by SampleOp
+    frames: np.ndarray | None = None  # sampled RGB uint8 frames
+    views: np.ndarray | None = None  # float32 [views, T, 3, S, S], the network input
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def is_ping(self) -> bool:
+        return isinstance(self.request, PingRequest)
+
+    @property
+    def classify(self) -> ClassifyRequest:
+        assert isinstance(self.request, ClassifyRequest)
+        return self.request
+
+
+@contextmanager
+def _timed(job: ClipJob, stage: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    job.timing_ms[stage] = (time.perf_counter() - started) * 1000.0
+
+
+def _answering_errors(preprocess_fn: Callable[..., dict]) -> Callable[..., PreprocessResult]:
+    """Wraps a stage's work into Paddle Serving's preprocess contract: a ServiceError becomes the
+    client's err_no/err_msg; anything else is logged with its traceback and reported as an
+    internal error that names the op, never as a stack trace."""
+
+    @functools.wraps(preprocess_fn)
+    def wrapper(self: Op, input_dicts: dict, data_id: int = 0, log_id: int = 0) -> PreprocessResult:
+        try:
+            return preprocess_fn(self, input_dicts), False, None, ""
+        except ServiceError as exc:
+            return None, False, exc.code, exc.message
+        except Exception as exc:  # noqa: BLE001 - the service must answer, whatever failed
+            log.exception("op %s failed on request %s", self.name, log_id)
+            return (None, False, INTERNAL_ERROR_CODE,
+                    f"internal error in the {self.name} stage: {type(exc).__name__}: {exc}")
+
+    return wrapper
+
+
+def _single_input(input_dicts: dict) -> dict:
+    (data,) = input_dicts.values()
+    return data
+
+
+def _job(input_dicts: dict) -> ClipJob:
+    return _single_input(input_dicts)[JOB_KEY]
+
+
+class KeyValueRequestOp(RequestOp):
+    """Paddle Serving's request op with a clear answer when keys and values do not pair up; the
+    stock op answers such a request with "rpc package error: list index out of range"."""
+
+    def unpack_request_package(self, request: Any) -> tuple[dict, int, int | None, str]:
+        if len(request.key) != len(request.value):
+            return ({}, request.logid, InvalidInputError.CODE,
+                    f"the request has {len(request.key)} keys but {len(request.value)} values; "
+                    "send one value per key")
+        return super().unpack_request_package(request)
+
+
+class DecodeOp(Op):
+    """Validates the request and opens its video (probe + decoder; no frame decoded yet)."""
+
+    def __init__(self, input_op: Op, *, meta: ModelMeta, limits: DecodeLimits, backend: str,
+                 temp_dir: Path | None) -> None:
+        super().__init__(name="decode", input_ops=[input_op])
+        self._meta = meta
+        self._limits = limits
+        self._backend = backend
+        self._temp_dir = temp_dir
+
+    @_answering_errors
+    def preprocess(self, input_dicts: dict) -> dict:
+        started = time.perf_counter()
+        request = parse_request(_single_input(input_dicts), num_classes=self._meta.num_classes,
+                                default_mode=self._meta.preprocess.sampling, limits=self._limits)
+        job = ClipJob(request)
+        if isinstance(request, ClassifyRequest):
+            job.source = (RawFrames(request.frames) if request.frames is not None else
+                          open_video(request.video, limits=self._limits, backend=self._backend,
+                                     temp_dir=self._temp_dir))
+        job.timing_ms["decode"] = (time.perf_counter() - started) * 1000.0
+        return {JOB_KEY: job}
+
+
+class SampleOp(Op):
+    """Chooses the frame indices for the request's mode and decodes only those frames."""
+
+    def __init__(self, input_op: Op, *, meta: ModelMeta) -> None:
+        super().__init__(name="sample", input_ops=[input_op])
+        self._spec = meta.preprocess
+
+    @_answering_errors
+    def preprocess(self, input_dicts: dict) -> dict:
+        job = _job(input_dicts)
+        if not job.is_ping:
+            mode = job.classify.mode
+            with _timed(job, "sample"), job.source:
+                _, job.frames = read_sampled(job.source,
+                                             lambda count: sample_indices(count, self._spec, mode))
+            job.source = None
+        return {JOB_KEY: job}
+
+
+class NormalizeOp(Op):
+    """Resize, crop(s) and normalise, as the model's metadata says; frames become views."""
+
+    def __init__(self, input_op: Op, *, meta: ModelMeta) -> None:
+        super().__init__(name="normalize", input_ops=[input_op])
+        self._spec = meta.preprocess
+
+    @_answering_errors
+    def preprocess(self, input_dicts: dict) -> dict:
+        job = _job(input_dicts)
+        if not job.is_ping:
+            with _timed(job, "normalize"):
+                rows = preprocess(job.frames, self._spec, job.classify.mode)
+                # Rows come clip by clip (and crop by crop), T consecutive rows per view.
+                job.views = rows.reshape(-1, self._spec.num_seg, *rows.shape[1:])
+            job.frames = None
+        return {JOB_KEY: job}
+
+
+class PPTSMOp(Op):
+    """Runs the network on the views of one or (auto-batched) several requests, then turns each
+    request's logits into its response."""
+
+    def __init__(self, input_op: Op, *, meta: ModelMeta, predictor: Predictor) -> None:
+        super().__init__(name="pptsm", input_ops=[input_op])
+        self._meta = meta
+        self._predictor = predictor
+
+    def init_from_dict(self, conf: dict) -> None:
+        super().init_from_dict(conf)
+        # No `model_config` means "no model" to Paddle Serving, which would then skip `process`,
+        # the only stage it batches. This op has a model: its own Predictor.
+        self.with_serving = True
+
+    def init_client(self, client_config: Any, server_endpoints: Any) -> Predictor:
+        """Paddle Serving calls this once per op thread group to get the inference client."""
+        return self._predictor
+
+    def preprocess(self, input_dicts: dict, data_id: int = 0, log_id: int = 0) -> PreprocessResult:
+        job = _job(input_dicts)
+        if job.is_ping:
+            return {}, True, None, ""
+        return {self._predictor.input_name: job.views}, False, None, ""
+
+    def process(self, feed_batch: list[dict], typical_logid: int = 0) -> tuple[Any, int, str]:
+        (feed,) = feed_batch  # the framework has merged the batch into one dict
+        if not feed:  # only pings in this batch
+            return {}, _OK, ""
+        started = time.perf_counter()
+        try:
+            logits = self.client.predict(feed[self._predictor.input_name])
+        except Exception as exc:  # noqa: BLE001 - reported to every request of the batch
+            log.exception("inference failed (batch led by request %s)", typical_logid)
+            return None, INTERNAL_ERROR_CODE, f"inference failed: {type(exc).__name__}: {exc}"
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        # One copy per row, so that the framework's per-request slicing hands every request the
+        # time of the batch it ran in.
+        return {LOGITS_KEY: logits, INFER_MS_KEY: np.full(len(logits), elapsed_ms)}, _OK, ""
+
+    def postprocess(self, input_dicts: dict, fetch_dict: dict, data_id: int = 0,
+                    log_id: int = 0) -> tuple[dict[str, str], Any, str]:
+        job = _job(input_dicts)
+        if job.is_ping:
+            return ping_response(self._meta), None, ""
+        job.timing_ms["infer"] = float(fetch_dict[INFER_MS_KEY][0])
+        best = top_k(video_probabilities(fetch_dict[LOGITS_KEY]), job.classify.topk)
+        return classification_response(self._meta, best, job.timing_ms), None, ""

@@ -1,0 +1,175 @@
+"""Entry point of the online stage: the PP-TSM Paddle Serving pipeline service.
+
+    python -m serving.service --model-dir model_repo/pptsm --config pipeline_config/config.yml \
+        [--http-port 18080] [--rpc-port 9993]
+
+Serves `POST /pptsm/prediction` (HTTP, through Paddle Serving's Go gateway) and the gRPC
+`PipelineService` (for `paddle_serving_server.pipeline.PipelineClient`). Every preprocessing
+parameter comes from `<model-dir>/model_meta.json`; the config holds only how to serve (ports,
+concurrency, batching, predictor settings, request limits). Problems found at start-up (a
+missing file, a bad config value) end the program with one `error:` line that names them,
+before any port is opened. Paddle Serving writes its logs to ./PipelineServingLogs, or under
+$SERVING_LOG_PATH when set.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from serving import compat  # noqa: F401  (must precede the Paddle Serving import)
+from paddle_serving_server.web_service import WebService  # noqa: E402
+
+from serving.metadata import MetadataError, ModelMeta, load_meta  # noqa: E402
+from serving.ops import DecodeOp, KeyValueRequestOp, NormalizeOp, PPTSMOp, SampleOp  # noqa: E402
+from serving.predictor import Predictor, PredictorError, PredictorSettings  # noqa: E402
+from serving.preprocess.decode import BACKENDS, DecodeLimits  # noqa: E402
+
+SERVICE_NAME = "pptsm"  # REST path: POST /pptsm/prediction
+MODEL_OP = "pptsm"
+# Paddle Serving 0.9's gRPC server accepts messages up to 256 MiB; an upload travels as base64.
+GRPC_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """The pipeline config is missing, unreadable or has a bad value; the message names it."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The parts of config.yml this service reads itself; the rest is Paddle Serving's."""
+
+    serving: dict[str, Any]  # the whole file, handed to Paddle Serving unchanged
+    limits: DecodeLimits
+    decode_backend: str
+    decode_temp_dir: Path | None
+    predictor: PredictorSettings
+
+
+def _section(conf: dict[str, Any], key: str) -> dict[str, Any]:
+    value = conf.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: must be a mapping")
+    return value
+
+
+def _limits(conf: dict[str, Any]) -> DecodeLimits:
+    raw = _section(conf, "request_limits")
+    known = {f.name for f in fields(DecodeLimits)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"request_limits.{unknown[0]}: unknown key; known: {', '.join(sorted(known))}")
+    try:
+        limits = DecodeLimits(**raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"request_limits: {exc}") from None
+    if limits.max_bytes * 4 // 3 > GRPC_MAX_MESSAGE_BYTES:
+        raise ConfigError(f"request_limits.max_bytes: {limits.max_bytes} bytes are more than "
+                          f"{GRPC_MAX_MESSAGE_BYTES} in base64, Paddle Serving's gRPC message limit")
+    return limits
+
+
+def _check_dag(conf: dict[str, Any]) -> None:
+    if _section(conf, "dag").get("is_thread_op", True) is not True:
+        raise ConfigError("dag.is_thread_op: must be true; the ops hand open video decoders "
+                          "to each other, which process ops cannot do")
+    if conf.get("build_dag_each_worker", False):
+        raise ConfigError("build_dag_each_worker: must be false; each forked worker would copy "
+                          "the loaded predictor and auto-batching would be switched off")
+    if MODEL_OP not in _section(conf, "op"):
+        raise ConfigError(f"op.{MODEL_OP}: missing; it holds the model op's settings")
+
+
+def load_service_config(path: Path, *, http_port: int | None, rpc_port: int | None,
+                        meta: ModelMeta) -> ServiceConfig:
+    """Reads config.yml, applies the command-line ports and validates what this service needs."""
+    try:
+        conf = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(conf, dict):
+        raise ConfigError(f"{path}: must be a YAML mapping")
+    if http_port is not None:
+        conf["http_port"] = http_port
+    if rpc_port is not None:
+        conf["rpc_port"] = rpc_port
+    _check_dag(conf)
+    decode = _section(conf, "decode")
+    backend = decode.get("backend", "auto")
+    if backend != "auto" and backend not in BACKENDS:
+        raise ConfigError(f"decode.backend: 'auto' or one of {', '.join(BACKENDS)}, got {backend!r}")
+    model_op = _section(conf, "op")[MODEL_OP]
+    batch_size = int(model_op.get("batch_size", 1))
+    views_per_request = max(1, meta.preprocess.dense_clips * meta.preprocess.dense_crops)
+    try:
+        settings = PredictorSettings.from_local_service_conf(
+            model_op.get("local_service_conf") or {},
+            max_batch_size=batch_size * views_per_request,
+            instances=int(model_op.get("concurrency", 1)))
+    except (PredictorError, TypeError, ValueError) as exc:
+        raise ConfigError(f"op.{MODEL_OP}.local_service_conf: {exc}") from None
+    temp_dir = Path(decode["temp_dir"]) if decode.get("temp_dir") else None
+    if temp_dir is not None and not temp_dir.is_dir():
+        raise ConfigError(f"decode.temp_dir: {temp_dir} is not a directory")
+    return ServiceConfig(serving=conf, limits=_limits(conf), decode_backend=backend,
+                         decode_temp_dir=temp_dir, predictor=settings)
+
+
+class PPTSMService(WebService):
+    """decode -> sample -> normalize -> pptsm, as Paddle Serving's WebService DAG."""
+
+    def __init__(self, meta: ModelMeta, config: ServiceConfig, predictor: Predictor) -> None:
+        super().__init__(name=SERVICE_NAME)
+        self._meta = meta
+        self._config = config
+        self._predictor = predictor
+
+    def get_pipeline_response(self, read_op):
+        """Builds the DAG from its last op back. The stock `read_op` WebService passes in is
+        replaced by KeyValueRequestOp, which explains malformed key/value lists."""
+        decode = DecodeOp(KeyValueRequestOp(), meta=self._meta, limits=self._config.limits,
+                          backend=self._config.decode_backend,
+                          temp_dir=self._config.decode_temp_dir)
+        sample = SampleOp(decode, meta=self._meta)
+        normalize = NormalizeOp(sample, meta=self._meta)
+        return PPTSMOp(normalize, meta=self._meta, predictor=self._predictor)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Serve a PP-TSM model with Paddle Serving.")
+    parser.add_argument("--model-dir", required=True, type=Path,
+                        help="exported model folder, e.g. model_repo/pptsm")
+    parser.add_argument("--config", default=Path("pipeline_config/config.yml"), type=Path,
+                        help="Paddle Serving pipeline config (default pipeline_config/config.yml)")
+    parser.add_argument("--http-port", type=int, help="overrides http_port of the config")
+    parser.add_argument("--rpc-port", type=int, help="overrides rpc_port of the config")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    try:
+        meta = load_meta(args.model_dir)
+        config = load_service_config(args.config, http_port=args.http_port,
+                                     rpc_port=args.rpc_port, meta=meta)
+        predictor = Predictor(args.model_dir, meta, config.predictor)
+    except (ConfigError, MetadataError, PredictorError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"serving {meta.name} {meta.version} ({meta.architecture}, {meta.num_classes} classes, "
+          f"{meta.inference.format}) on http port {config.serving.get('http_port')} and rpc port "
+          f"{config.serving.get('rpc_port')}", flush=True)
+    service = PPTSMService(meta, config, predictor)
+    service.prepare_pipeline_config(yml_dict=config.serving)
+    service.run_service()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,6 +18,9 @@ RPC_PORT ?= 9993
 FORMAT ?= auto
 export PYTHONPATH := $(CURDIR)
 export PYTHONUNBUFFERED := 1
+# Paddle Serving writes its logs and ProcessInfo.json here instead of the working directory.
+export SERVING_LOG_PATH := $(CURDIR)/output/serving-logs
+export SERVING_HOME := $(CURDIR)/output/serving-logs
 
 .PHONY: install data train export serve demo test clean help
 help:
@@ -51,7 +54,7 @@ demo: data
 	  $(MAKE) --no-print-directory train && $(MAKE) --no-print-directory export NAME=$(MODEL); fi
 	$(PY) -m serving.launcher --model-dir model_repo/$(MODEL) --config pipeline_config/config.yml \
 	  --http-port $(HTTP_PORT) --rpc-port $(RPC_PORT) -- \
-	  $(PY) client/pipeline_http_client.py --port $(HTTP_PORT) --list $(DATA)/test.list \
+	  $(PY) client/pipeline_http_client.py --url http://127.0.0.1:$(HTTP_PORT)/pptsm/prediction --list $(DATA)/test.list \
 	  --labels $(DATA)/label_list.txt
 
 test: $(STAMP)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import statistics
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +72,40 @@ def result_line(record: dict[str, object]) -> str:
     return line
 
 
+@dataclass(frozen=True)
+class LabelledVideo:
+    """A video and, when it comes from a list file, its expected class name."""
+
+    path: Path
+    expected: str | None = None
+
+
+def read_labelled_list(list_path: Path, labels_path: Path) -> list[LabelledVideo]:
+    """A PaddleVideo list file (`relative/path label_id` per line, relative to the list's folder)
+    with its `<id> <name>` label list: the service's answers can then be scored."""
+    names = {}
+    for line in labels_path.read_text(encoding="utf-8").splitlines():
+        index, _, name = line.strip().partition(" ")
+        if name:
+            names[int(index)] = name.strip()
+    videos = []
+    for lineno, line in enumerate(list_path.read_text(encoding="utf-8").splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            videos.append(LabelledVideo(list_path.parent / parts[0], names[int(parts[-1])]))
+        except (KeyError, ValueError):
+            raise ValueError(f"{list_path}:{lineno}: label {parts[-1]!r} is not in {labels_path}") from None
+    return videos
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", type=Path, help="a video file, or a folder of video files")
+    parser.add_argument("path", type=Path, nargs="?", help="a video file, or a folder of video files")
+    parser.add_argument("--video", type=Path, help="same as PATH: a video file or a folder")
+    parser.add_argument("--list", type=Path, help="a PaddleVideo list file (`path label_id` lines); "
+                        "with --labels, the accuracy is printed at the end")
+    parser.add_argument("--labels", type=Path, help="the `<id> <name>` label list for --list")
     parser.add_argument("--topk", type=int, default=1, help="classes to report per video (default 1)")
     parser.add_argument("--mode", choices=MODES, default="uniform",
                         help="frame sampling: uniform (default) or dense (10 clips x 3 crops)")
@@ -79,33 +113,55 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print one JSON object per video (JSON Lines) instead of text")
 
 
-def classify_all(paths: Sequence[Path], send: Send, *, topk: int, mode: str,
+def classify_all(videos: Sequence[LabelledVideo], send: Send, *, topk: int, mode: str,
                  as_json: bool) -> int:
     """Sends every video, printing one line each as it is answered; a failing video is reported
-    and the rest still go. Returns the exit status: non-zero if any video failed."""
-    failed = 0
-    for path in paths:
+    and the rest still go. With expected labels, each line says whether the answer is right
+    and a summary gives the accuracy. Returns non-zero if any video failed."""
+    failed, correct, scored, latencies = 0, 0, 0, []
+    for video in videos:
         try:
-            video = path.read_bytes()
+            data = video.path.read_bytes()
         except OSError as exc:
             answer = Answer(TRANSPORT_ERROR, f"cannot read the file: {exc.strerror}", {})
         else:
-            answer = send(build_request(video, topk=topk, mode=mode))
-        record = result_record(path, answer)
+            tic = time.perf_counter()
+            answer = send(build_request(data, topk=topk, mode=mode))
+            latencies.append(time.perf_counter() - tic)
+        record = result_record(video.path, answer)
         failed += answer.err_no != 0
-        print(json.dumps(record) if as_json else result_line(record), flush=True)
+        line = result_line(record)
+        if video.expected is not None:
+            record["expected"] = video.expected
+            hit = answer.err_no == 0 and record["label"] == video.expected
+            correct, scored = correct + hit, scored + 1
+            line += f"  [expected {video.expected}: {'ok' if hit else 'WRONG'}]"
+        print(json.dumps(record) if as_json else line, flush=True)
+    if latencies and not as_json:
+        print(f"{len(videos)} videos, {failed} failed; median latency "
+              f"{1000 * statistics.median(latencies):.0f} ms", flush=True)
+    if scored and not as_json:
+        print(f"accuracy: {correct}/{scored} = {100.0 * correct / scored:.1f}%", flush=True)
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
 def run(args: argparse.Namespace, send: Send) -> int:
     """The shared main: finds the videos and classifies them with `send`."""
+    target = args.video or args.path
     try:
-        paths = collect_videos(args.path)
-    except FileNotFoundError as exc:
+        if args.list:
+            if not args.labels:
+                raise ValueError("--list needs --labels (the `<id> <name>` label list)")
+            videos = read_labelled_list(args.list, args.labels)
+        elif target is None:
+            raise ValueError("give a video file or folder (PATH or --video), or --list")
+        else:
+            videos = [LabelledVideo(p) for p in collect_videos(target)]
+    except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if not paths:
-        print(f"error: {args.path}: no video files ({', '.join(sorted(VIDEO_SUFFIXES))})",
+    if not videos:
+        print(f"error: {target}: no video files ({', '.join(sorted(VIDEO_SUFFIXES))})",
               file=sys.stderr)
         return EXIT_USAGE
-    return classify_all(paths, send, topk=args.topk, mode=args.mode, as_json=args.json)
+    return classify_all(videos, send, topk=args.topk, mode=args.mode, as_json=args.json)

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import paddle
-import paddle.nn.functional as F
 from paddle.io import DataLoader
 from tqdm import tqdm
 
@@ -20,6 +19,7 @@ from train.data.train_transforms import TrainAugment
 from train.data.video_dataset import VideoClipDataset
 from train.engine.checkpoints import TrainState, load_latest, save_best, save_latest
 from train.engine.evaluate import evaluate
+from train.engine.losses import smoothed_cross_entropy
 from train.engine.optim import build_lr_schedule, build_optimizer
 from train.engine.plots import plot_training_curves
 from train.recipe import build_model_from_config, preprocess_spec_from_config
@@ -102,7 +102,7 @@ def _train_one_epoch(model, optimizer, schedule, loader, smoothing: float, write
     tic = time.perf_counter()
     for clips, labels in bar:
         logits = model(clips)
-        loss = F.cross_entropy(logits, labels.reshape([-1, 1]), label_smoothing=smoothing)
+        loss = smoothed_cross_entropy(logits, labels, smoothing)
         loss.backward()
         optimizer.step()
         optimizer.clear_grad()

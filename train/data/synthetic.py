@@ -1,0 +1,356 @@
+"""Writes the synthetic action dataset to disk in PaddleVideo's layout, and its command line.
+
+    python -m train.data.synthetic --out data/synthetic [--config FILE] [--seed 0]
+                                   [--train N --val N --test N] [--workers N] [--quick] [--force]
+
+Result (paths in the list files are relative to the dataset root):
+
+    label_list.txt                  "<index> <name>" per line, as PaddleVideo's Kinetics label list
+    train.list val.list test.list   "videos/<split>/<class>/<split>_<index>.<ext> <label>" per line
+    videos/<split>/<class>/         the clips: mp4 (mp4v) and avi (MJPG, XVID), mixed
+    dataset.json                    seed, settings, classes, counts: what made this dataset
+
+Every clip has its own random generator seeded from (seed, split, index), so the output does not
+depend on the number of worker processes or their scheduling, and changing the number of training
+clips leaves the validation and test clips untouched. A clip is written under a temporary name and
+renamed only once decord and OpenCV have read it back; the list files are written last, so an
+interrupted run never leaves a list that names a missing video.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from train.data.synthetic_motion import CLASS_NAMES, iter_scene_frames, render_clip, sample_scene
+from train.data.synthetic_settings import (
+    SPLITS,
+    ClipSettings,
+    DatasetSettings,
+    SettingsError,
+    load_generator_config,
+)
+from train.data.synthetic_video_file import CODECS, VideoFileError, check_video, write_video
+
+__all__ = [
+    "CLASS_NAMES",
+    "DEFAULT_CONFIG",
+    "DatasetExistsError",
+    "DatasetSummary",
+    "generate_dataset",
+    "main",
+    "render_clip",
+    "write_video",
+]
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "data" / "synthetic_default.yaml"
+MANIFEST_NAME = "dataset.json"
+LABEL_LIST_NAME = "label_list.txt"
+VIDEO_DIR_NAME = "videos"
+GENERATOR_NAME = "train.data.synthetic"
+# Bump when the generator's output for the same settings and seed changes, so that an old dataset
+# is not mistaken for the one the current code would write.
+FORMAT_VERSION = 1
+
+# Independent random streams per split: (seed, split, stream, ...) seeds each generator.
+_SCENE_STREAM = 0
+_CODEC_STREAM = 1
+
+# Workers are spawned, not forked: the caller may be a training process with live threads (tqdm's
+# monitor, Paddle's pools) whose locks a fork would copy in whatever state they happen to be.
+_WORKER_START_METHOD = "spawn"
+
+
+class DatasetExistsError(RuntimeError):
+    """The output directory holds something other than the dataset about to be generated."""
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    """One clip to make: what it shows, where it goes, how it is encoded, how it is seeded."""
+
+    split: str
+    class_name: str
+    relative_path: str
+    codec: str
+    entropy: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    """A clip that was written and read back."""
+
+    job: ClipJob
+    num_frames: int
+    num_bytes: int
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What a generation run produced."""
+
+    root: Path
+    seed: int
+    counts: dict[str, dict[str, int]]  # split -> class name -> clips
+    codec_counts: dict[str, int]
+    total_frames: int
+    total_bytes: int
+    elapsed_s: float
+
+    def describe(self) -> str:
+        """A table of clips per class and split, then codecs, frames, size and time."""
+        width = max(map(len, CLASS_NAMES + ("total",)))
+
+        def row(label: str, cells: Sequence[object]) -> str:
+            return f"{label:<{width}} " + " ".join(f"{cell:>6}" for cell in cells)
+
+        lines = [f"synthetic dataset {self.root} (seed {self.seed})", row("class", SPLITS)]
+        lines += [row(name, [self.counts[split][name] for split in SPLITS]) for name in CLASS_NAMES]
+        lines.append(row("total", [sum(self.counts[split].values()) for split in SPLITS]))
+        lines.append("codecs: " + ", ".join(f"{codec} {count}" for codec, count in self.codec_counts.items()))
+        lines.append(f"{self.total_frames:,} frames, {self.total_bytes / 2**20:.1f} MiB, "
+                     f"{self.elapsed_s:.1f} s")
+        return "\n".join(lines)
+
+
+def _codec_sequence(codec_mix: Mapping[str, float], count: int, rng: np.random.Generator) -> list[str]:
+    """Exactly the mix's shares of `count` (largest remainders), in random order: even a tiny split
+    gets every codec with a non-negligible share, and codec never correlates with class."""
+    names = list(codec_mix)
+    shares = np.array([codec_mix[name] for name in names], dtype=float)
+    exact = shares / shares.sum() * count
+    allotted = np.floor(exact).astype(int)
+    for position in np.argsort(-(exact - allotted), kind="stable")[: count - allotted.sum()]:
+        allotted[position] += 1
+    sequence = [name for name, times in zip(names, allotted) for _ in range(times)]
+    return [sequence[i] for i in rng.permutation(count)]
+
+
+def _plan_jobs(settings: DatasetSettings, seed: int) -> list[ClipJob]:
+    """All clips of the dataset, split by split, classes interleaved (clip i shows class i mod C)."""
+    jobs = []
+    for split_number, split in enumerate(SPLITS):
+        count = settings.clips_per_class[split] * len(CLASS_NAMES)
+        codec_rng = np.random.default_rng([seed, split_number, _CODEC_STREAM])
+        for index, codec in enumerate(_codec_sequence(settings.codec_mix, count, codec_rng)):
+            class_name = CLASS_NAMES[index % len(CLASS_NAMES)]
+            path = f"{VIDEO_DIR_NAME}/{split}/{class_name}/{split}_{index:05d}{CODECS[codec].extension}"
+            jobs.append(ClipJob(split, class_name, path, codec, (seed, split_number, _SCENE_STREAM, index)))
+    return jobs
+
+
+def _make_clip(job: ClipJob, clip_settings: ClipSettings, root: Path) -> ClipRecord:
+    """Renders, writes and verifies one clip; the file appears under its final name only if valid."""
+    rng = np.random.default_rng(job.entropy)
+    scene = sample_scene(job.class_name, clip_settings, rng)
+    final_path = root / job.relative_path
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    partial_path = final_path.with_name(".partial-" + final_path.name)
+    try:
+        written = write_video(partial_path, iter_scene_frames(scene, rng), scene.fps, job.codec)
+        check_video(partial_path, scene.num_frames, scene.size)
+    except VideoFileError as error:
+        partial_path.unlink(missing_ok=True)
+        width, height = scene.size
+        raise VideoFileError(f"clip {job.relative_path} ({job.codec}, {width}x{height}, "
+                             f"{scene.num_frames} frames at {scene.fps} fps) failed: {error}") from error
+    os.replace(partial_path, final_path)
+    return ClipRecord(job, written, final_path.stat().st_size)
+
+
+def _single_threaded_worker() -> None:
+    """Pool initializer: each worker process already owns a core, so OpenCV's own thread pool would
+    only oversubscribe the machine."""
+    cv2.setNumThreads(1)
+
+
+def _run_jobs(
+    jobs: Sequence[ClipJob], clip_settings: ClipSettings, root: Path, workers: int
+) -> Iterator[ClipRecord]:
+    """Makes the clips, in job order, in this process or in a pool of `workers` processes."""
+    make = functools.partial(_make_clip, clip_settings=clip_settings, root=root)
+    if workers == 1:
+        yield from map(make, jobs)
+        return
+    context = multiprocessing.get_context(_WORKER_START_METHOD)
+    with context.Pool(workers, initializer=_single_threaded_worker) as pool:
+        yield from pool.imap(make, jobs)
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(".partial-" + path.name)
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def _write_json_atomically(path: Path, document: Mapping[str, Any]) -> None:
+    _write_text_atomically(path, json.dumps(document, indent=2) + "\n")
+
+
+def _identity(settings: DatasetSettings, seed: int) -> dict[str, Any]:
+    """What makes two datasets the same: identical identity means identical content."""
+    return {"generator": GENERATOR_NAME, "format_version": FORMAT_VERSION, "seed": seed,
+            "settings": settings.to_dict()}
+
+
+def _recorded_identity(root: Path) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads((root / MANIFEST_NAME).read_text())
+        return {key: manifest[key] for key in ("generator", "format_version", "seed", "settings")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _prepare_root(root: Path, identity: dict[str, Any], force: bool) -> None:
+    """Makes `root` ready for a fresh dataset. A previous run of the same dataset (complete or
+    interrupted) is replaced silently; anything else only with `force`. Only the generator's own
+    files are removed, list files first, so no list ever points at deleted videos."""
+    if root.exists() and not root.is_dir():
+        raise DatasetExistsError(f"{root} exists and is not a directory")
+    root.mkdir(parents=True, exist_ok=True)
+    if not any(root.iterdir()):
+        return
+    recorded = _recorded_identity(root)
+    if recorded != identity and not force:
+        reason = (f"holds files but no readable {MANIFEST_NAME}" if recorded is None
+                  else f"holds a different dataset (seed {recorded['seed']}, or other settings)")
+        raise DatasetExistsError(f"refusing to overwrite {root}: it {reason}. "
+                                 "Choose another output directory, or pass --force to replace it.")
+    for name in (*(f"{split}.list" for split in SPLITS), LABEL_LIST_NAME, MANIFEST_NAME):
+        (root / name).unlink(missing_ok=True)
+    if (root / VIDEO_DIR_NAME).exists():
+        shutil.rmtree(root / VIDEO_DIR_NAME)
+
+
+def _write_lists(root: Path, records: Sequence[ClipRecord]) -> None:
+    """label_list.txt and one list file per split, in PaddleVideo's formats."""
+    labels = "".join(f"{index} {name}\n" for index, name in enumerate(CLASS_NAMES))
+    _write_text_atomically(root / LABEL_LIST_NAME, labels)
+    for split in SPLITS:
+        lines = [f"{record.job.relative_path} {CLASS_NAMES.index(record.job.class_name)}\n"
+                 for record in records if record.job.split == split]
+        _write_text_atomically(root / f"{split}.list", "".join(lines))
+
+
+def _summarise(root: Path, seed: int, records: Sequence[ClipRecord], elapsed_s: float) -> DatasetSummary:
+    counts = {split: dict.fromkeys(CLASS_NAMES, 0) for split in SPLITS}
+    codec_counts = dict.fromkeys(CODECS, 0)
+    for record in records:
+        counts[record.job.split][record.job.class_name] += 1
+        codec_counts[record.job.codec] += 1
+    return DatasetSummary(root, seed, counts, codec_counts, sum(r.num_frames for r in records),
+                          sum(r.num_bytes for r in records), elapsed_s)
+
+
+def generate_dataset(
+    out_dir: str | Path,
+    settings: DatasetSettings,
+    seed: int,
+    progress: bool = True,
+    *,
+    workers: int = 1,
+    force: bool = False,
+) -> DatasetSummary:
+    """Generates the whole dataset under `out_dir` and returns what was written.
+
+    Raises DatasetExistsError if `out_dir` holds something other than this same dataset (unless
+    `force`), and VideoFileError if a clip cannot be written or does not read back correctly.
+    """
+    if workers < 1 or seed < 0:
+        raise ValueError(f"workers must be >= 1 and seed >= 0, got workers={workers}, seed={seed}")
+    started = time.perf_counter()
+    root = Path(out_dir)
+    identity = _identity(settings, seed)
+    _prepare_root(root, identity, force)
+    _write_json_atomically(root / MANIFEST_NAME, {**identity, "status": "incomplete"})
+
+    jobs = _plan_jobs(settings, seed)
+    records = list(tqdm(_run_jobs(jobs, settings.clip, root, workers), total=len(jobs), unit="clip",
+                        desc="synthetic clips", disable=not progress))
+    _write_lists(root, records)
+
+    summary = _summarise(root, seed, records, time.perf_counter() - started)
+    _write_json_atomically(root / MANIFEST_NAME, {
+        **identity,
+        "status": "complete",
+        "classes": list(CLASS_NAMES),
+        "label_list": LABEL_LIST_NAME,
+        "lists": {split: f"{split}.list" for split in SPLITS},
+        "counts": summary.counts,
+        "codec_counts": summary.codec_counts,
+        "total_frames": summary.total_frames,
+        "total_bytes": summary.total_bytes,
+    })
+    return summary
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `minimum`, rejected at parse time with a usage message."""
+
+    def integer(text: str) -> int:  # named for argparse's "invalid integer value" message
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text}")
+        return value
+
+    return integer
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m train.data.synthetic",
+        description="Generate the synthetic labelled action-video dataset (PaddleVideo list-file layout).")
+    parser.add_argument("--out", required=True, type=Path, help="dataset root directory to write")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                        help="generator YAML (default: %(default)s)")
+    parser.add_argument("--seed", type=_int_at_least(0), help="global seed (overrides the YAML)")
+    for split in SPLITS:
+        parser.add_argument(f"--{split}", type=_int_at_least(1), metavar="N",
+                            help=f"{split} clips PER CLASS (overrides the YAML)")
+    parser.add_argument("--workers", type=_int_at_least(1), help="worker processes (overrides the YAML)")
+    parser.add_argument("--quick", action="store_true",
+                        help="apply the YAML's 'quick' overlay: a tiny smoke-test dataset")
+    parser.add_argument("--force", action="store_true", help="replace whatever dataset is already in --out")
+    return parser.parse_args(argv)
+
+
+def _overridden(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (2: refused or bad settings, 1: a clip failed)."""
+    args = _parse_args(argv)
+    try:
+        config = load_generator_config(args.config, quick=args.quick)
+        counts = {split: _overridden(getattr(args, split), config.settings.clips_per_class[split])
+                  for split in SPLITS}
+        summary = generate_dataset(args.out, dataclasses.replace(config.settings, clips_per_class=counts),
+                                   _overridden(args.seed, config.seed),
+                                   workers=_overridden(args.workers, config.workers), force=args.force)
+    except (SettingsError, DatasetExistsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except VideoFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(summary.describe())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

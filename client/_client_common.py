@@ -1,39 +1,27 @@
-"""What the HTTP and gRPC clients share: finding the videos, building a request, printing results.
+"""What the HTTP and gRPC clients share: their arguments, finding the videos, classifying them
+one by one or as a load run (_load_run.py), printing results.
 
-Standalone on purpose (standard library only): users copy the `client/` folder next to their
-own code, so it imports nothing from this project.
+Standalone on purpose (standard library only; OpenCV only for --frames): users copy the
+`client/` folder next to their own code, so it imports nothing from this project.
 """
 from __future__ import annotations
 
 import argparse
-import base64
+import functools
 import json
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from _load_run import MakeRequest, run_load
+from _protocol import TRANSPORT_ERROR, Answer, Send, build_frames_request, build_request
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm"})
 MODES = ("uniform", "dense")
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
-# err_no of an Answer for failures on the client's side (unreadable file, service unreachable);
-# the service's own codes are >= 0.
-TRANSPORT_ERROR = -1
-
-
-@dataclass(frozen=True)
-class Answer:
-    """The service's reply to one request: err_no 0 and the result fields, or an error."""
-
-    err_no: int
-    err_msg: str
-    fields: dict[str, str]
-
-
-# Sends one request; reports transport failures as an Answer with err_no TRANSPORT_ERROR.
-Send = Callable[[dict[str, str]], Answer]
 
 
 def collect_videos(path: Path) -> list[Path]:
@@ -43,11 +31,6 @@ def collect_videos(path: Path) -> list[Path]:
     if path.is_dir():
         return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
     raise FileNotFoundError(f"{path}: no such file or folder")
-
-
-def build_request(video: bytes, *, topk: int, mode: str) -> dict[str, str]:
-    """The request fields for one video file (the service's key/value protocol)."""
-    return {"video": base64.b64encode(video).decode("ascii"), "topk": str(topk), "mode": mode}
 
 
 def result_record(path: Path, answer: Answer) -> dict[str, object]:
@@ -111,9 +94,25 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frame sampling: uniform (default) or dense (10 clips x 3 crops)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per video (JSON Lines) instead of text")
+    parser.add_argument("--frames", action="store_true",
+                        help="send PaddleVideo-style raw RGB frames (decoded here with OpenCV) "
+                        "instead of the file, to compare the two")
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="load run: requests in flight at once (default 1)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="load run: times each video is sent after its reference answer; "
+                        "with --concurrency > 1 or --repeat > 1, prints p50/p95/p99 latency, "
+                        "throughput and answer counts instead of one line per video")
 
 
-def classify_all(videos: Sequence[LabelledVideo], send: Send, *, topk: int, mode: str,
+def request_maker(args: argparse.Namespace) -> MakeRequest:
+    """Builds a request from a video path: the file's bytes, or its frames with --frames."""
+    if args.frames:
+        return functools.partial(build_frames_request, topk=args.topk, mode=args.mode)
+    return lambda path: build_request(path.read_bytes(), topk=args.topk, mode=args.mode)
+
+
+def classify_all(videos: Sequence[LabelledVideo], send: Send, make_request: MakeRequest, *,
                  as_json: bool) -> int:
     """Sends every video, printing one line each as it is answered; a failing video is reported
     and the rest still go. With expected labels, each line says whether the answer is right
@@ -121,12 +120,14 @@ def classify_all(videos: Sequence[LabelledVideo], send: Send, *, topk: int, mode
     failed, correct, scored, latencies = 0, 0, 0, []
     for video in videos:
         try:
-            data = video.path.read_bytes()
+            request = make_request(video.path)
         except OSError as exc:
             answer = Answer(TRANSPORT_ERROR, f"cannot read the file: {exc.strerror}", {})
+        except ValueError as exc:
+            answer = Answer(TRANSPORT_ERROR, str(exc), {})
         else:
             tic = time.perf_counter()
-            answer = send(build_request(data, topk=topk, mode=mode))
+            answer = send(request)
             latencies.append(time.perf_counter() - tic)
         record = result_record(video.path, answer)
         failed += answer.err_no != 0
@@ -145,10 +146,26 @@ def classify_all(videos: Sequence[LabelledVideo], send: Send, *, topk: int, mode
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
+def load(videos: Sequence[LabelledVideo], send: Send, make_request: MakeRequest, *,
+         concurrency: int, repeat: int, as_json: bool) -> int:
+    """A load run (see _load_run.py); non-zero when an answer was lost or wrong."""
+    try:
+        summary = run_load([video.path for video in videos], send, make_request,
+                           concurrency=concurrency, repeat=repeat)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    print(summary.json() if as_json else summary.text(), flush=True)
+    return EXIT_OK if summary.passed else EXIT_SOME_FAILED
+
+
 def run(args: argparse.Namespace, send: Send) -> int:
-    """The shared main: finds the videos and classifies them with `send`."""
+    """The shared main: finds the videos and classifies them with `send`, one by one or as a
+    load run."""
     target = args.video or args.path
     try:
+        if min(args.concurrency, args.repeat) < 1:
+            raise ValueError("--concurrency and --repeat must be >= 1")
         if args.list:
             if not args.labels:
                 raise ValueError("--list needs --labels (the `<id> <name>` label list)")
@@ -164,4 +181,8 @@ def run(args: argparse.Namespace, send: Send) -> int:
         print(f"error: {target}: no video files ({', '.join(sorted(VIDEO_SUFFIXES))})",
               file=sys.stderr)
         return EXIT_USAGE
-    return classify_all(videos, send, topk=args.topk, mode=args.mode, as_json=args.json)
+    make_request = request_maker(args)
+    if args.concurrency > 1 or args.repeat > 1:
+        return load(videos, send, make_request, concurrency=args.concurrency, repeat=args.repeat,
+                    as_json=args.json)
+    return classify_all(videos, send, make_request, as_json=args.json)

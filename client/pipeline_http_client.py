@@ -1,10 +1,13 @@
 """Classify video files with the PP-TSM service over HTTP (JSON).
 
     python client/pipeline_http_client.py VIDEO_OR_FOLDER [--url URL] [--topk K]
-        [--mode uniform|dense] [--json] [--timeout S]
+        [--mode uniform|dense] [--json] [--frames] [--timeout S]
+        [--list LIST --labels LABELS] [--concurrency N --repeat M]
 
 Prints one line per video ("file: label (score 0.912)", or "file: error N: message") and
-exits non-zero if any video failed. Needs only the Python standard library.
+exits non-zero if any video failed. With --concurrency/--repeat it is a load run instead
+(see _load_run.py): p50/p95/p99 latency, throughput and answer counts, non-zero exit when an
+answer was lost or wrong. Needs only the Python standard library (OpenCV for --frames).
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ import sys
 import urllib.error
 import urllib.request
 
-from _client_common import TRANSPORT_ERROR, Answer, Send, add_common_arguments, run
+from _client_common import add_common_arguments, run
+from _protocol import TRANSPORT_ERROR, Answer, Send
 
 DEFAULT_URL = "http://127.0.0.1:18080/pptsm/prediction"
 

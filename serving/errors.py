@@ -5,14 +5,17 @@ and `err_msg` and reserves the range 51-99 for them (0 is success, 3000 and abov
 framework's own failures), so our codes live in that range and a client can tell a bad upload
 from a broken server:
 
-| code | class                | meaning                                                     |
-|------|----------------------|-------------------------------------------------------------|
-| 51   | InvalidInputError    | the request is malformed (missing key, bad base64, bad option) |
-| 52   | DecodeError          | the payload is not a decodable video                        |
-| 53   | LimitExceededError   | the payload is valid but larger than a configured limit     |
+| code | class                 | outcome        | meaning                                           |
+|------|-----------------------|----------------|---------------------------------------------------|
+| 51   | InvalidInputError     | invalid_input  | the request is malformed (missing key, bad base64, bad option) |
+| 52   | DecodeError           | decode_error   | the payload is not a decodable video              |
+| 53   | LimitExceededError    | limit_exceeded | the payload is valid but larger than a configured limit |
+| 54   | InternalError         | internal_error | the server failed; the request may be fine (retry later, report it) |
+| 55   | DeadlineExceededError | timeout        | a stage took longer than its configured timeout   |
 
-Messages are written for the person who sent the request: they name the offending field
-("video: ...") and never carry a stack trace.
+51-53 are the sender's to fix; 54 and 55 are worth a retry. Messages are written for the person
+who sent the request: they name the offending field ("video: ...") and never carry a stack
+trace. `outcome_of` gives the short name metrics and request logs group answers by.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ class _CodedError(ServiceError):
     """A ServiceError whose code is fixed by its class, so raise sites only write the message."""
 
     CODE: ClassVar[int]
+    OUTCOME: ClassVar[str]
 
     def __init__(self, message: str) -> None:
         super().__init__(self.CODE, message)
@@ -41,20 +45,52 @@ class InvalidInputError(_CodedError):
     """The request itself is malformed."""
 
     CODE = 51
+    OUTCOME = "invalid_input"
 
 
 class DecodeError(_CodedError):
     """The payload cannot be decoded as a video (not a container, no video stream, corrupt)."""
 
     CODE = 52
+    OUTCOME = "decode_error"
 
 
 class LimitExceededError(_CodedError):
     """The payload exceeds a configured limit; `limit_name` is the configuration key."""
 
     CODE = 53
+    OUTCOME = "limit_exceeded"
 
     def __init__(self, message: str, *, limit_name: str, limit: float) -> None:
         super().__init__(message)
         self.limit_name = limit_name
         self.limit = limit
+
+
+class InternalError(_CodedError):
+    """Something failed inside the server (a bug, a failing inference); not the request's fault."""
+
+    CODE = 54
+    OUTCOME = "internal_error"
+
+
+class DeadlineExceededError(_CodedError):
+    """A stage ran past its configured timeout; its answer was abandoned."""
+
+    CODE = 55
+    OUTCOME = "timeout"
+
+
+OK_OUTCOME = "ok"
+# Any other non-zero err_no comes from Paddle Serving itself (3000 and above).
+FRAMEWORK_OUTCOME = "framework_error"
+_OUTCOMES = {error.CODE: error.OUTCOME for error in (
+    InvalidInputError, DecodeError, LimitExceededError, InternalError, DeadlineExceededError)}
+
+
+def outcome_of(err_no: int) -> str:
+    """The outcome name of a response's err_no: 'ok', one of the table's outcomes, or
+    'framework_error'."""
+    if err_no == 0:
+        return OK_OUTCOME
+    return _OUTCOMES.get(err_no, FRAMEWORK_OUTCOME)

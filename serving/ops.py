@@ -15,6 +15,8 @@ serving.postprocess) and only adapts them to Paddle Serving 0.9's Op contract, r
   concatenates the `preprocess` dicts of several requests along axis 0, calls `process` once and
   slices every output array back per request by the same row offsets. `PPTSMOp` therefore runs
   its own Predictor (Paddle Serving's local predictor only finds `*.pdmodel`) inside `process`.
+* Paddle Serving applies an op's `timeout` to `process` only; the decode, sample and normalize
+  stages work in `preprocess`, so `_StageOp` applies the same setting there (serving.deadline).
 """
 from __future__ import annotations
 
@@ -32,35 +34,28 @@ import numpy as np
 from serving import compat  # noqa: F401  (must precede the Paddle Serving import)
 from paddle_serving_server.pipeline import Op, RequestOp  # noqa: E402
 
-from serving.errors import InvalidInputError, ServiceError  # noqa: E402
+from serving.deadline import run_with_deadline  # noqa: E402
+from serving.errors import InternalError, ServiceError  # noqa: E402
 from serving.metadata import ModelMeta  # noqa: E402
-from serving.postprocess import top_k, video_probabilities  # noqa: E402
 from serving.predictor import Predictor  # noqa: E402
-from serving.preprocess.decode import (  # noqa: E402
-    DecodeLimits,
-    VideoSource,
-    open_video,
-    read_sampled,
-)
-from serving.preprocess.pipeline import preprocess, sample_indices  # noqa: E402
+from serving.preprocess.decode import DecodeLimits, VideoSource, open_video  # noqa: E402
 from serving.protocol import (  # noqa: E402
     ClassifyRequest,
     PingRequest,
     RawFrames,
     Request,
+    check_envelope,
     classification_response,
     parse_request,
     ping_response,
 )
+from serving.stages import network_views, ranked_classes, sample_frames  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 JOB_KEY = "job"
 LOGITS_KEY = "logits"
 INFER_MS_KEY = "infer_ms"
-# Reported for failures that are the server's fault, not the request's (Paddle Serving reserves
-# 51-99 for product errors; 51-53 are the request errors of serving.errors).
-INTERNAL_ERROR_CODE = 54
 _OK = 0
 
 PreprocessResult = tuple[Any, bool, Any, str]
@@ -94,19 +89,22 @@ def _timed(job: ClipJob, stage: str) -> Iterator[None]:
 
 
 def _answering_errors(preprocess_fn: Callable[..., dict]) -> Callable[..., PreprocessResult]:
-    """Wraps a stage's work into Paddle Serving's preprocess contract: a ServiceError becomes the
-    client's err_no/err_msg; anything else is logged with its traceback and reported as an
-    internal error that names the op, never as a stack trace."""
+    """Wraps a stage's work into Paddle Serving's preprocess contract, within the stage's
+    timeout: a ServiceError becomes the client's err_no/err_msg; anything else is logged with
+    its traceback and reported as an internal error that names the op, never as a stack trace."""
 
     @functools.wraps(preprocess_fn)
-    def wrapper(self: Op, input_dicts: dict, data_id: int = 0, log_id: int = 0) -> PreprocessResult:
+    def wrapper(self: "_StageOp", input_dicts: dict, data_id: int = 0,
+                log_id: int = 0) -> PreprocessResult:
         try:
-            return preprocess_fn(self, input_dicts), False, None, ""
+            output = run_with_deadline(lambda: preprocess_fn(self, input_dicts),
+                                       self.stage_timeout_s, stage=self.name)
+            return output, False, None, ""
         except ServiceError as exc:
             return None, False, exc.code, exc.message
         except Exception as exc:  # noqa: BLE001 - the service must answer, whatever failed
             log.exception("op %s failed on request %s", self.name, log_id)
-            return (None, False, INTERNAL_ERROR_CODE,
+            return (None, False, InternalError.CODE,
                     f"internal error in the {self.name} stage: {type(exc).__name__}: {exc}")
 
     return wrapper
@@ -122,18 +120,36 @@ def _job(input_dicts: dict) -> ClipJob:
 
 
 class KeyValueRequestOp(RequestOp):
-    """Paddle Serving's request op with a clear answer when keys and values do not pair up; the
-    stock op answers such a request with "rpc package error: list index out of range"."""
+    """Paddle Serving's request op behind protocol.check_envelope: mismatched key/value lists
+    (the stock op answers "rpc package error: list index out of range"), repeated keys,
+    `tensors` (which the stock op would unpickle) and oversized requests are answered with a
+    clear error before anything is unpacked."""
+
+    def __init__(self, *, limits: DecodeLimits) -> None:
+        super().__init__()
+        self._limits = limits
 
     def unpack_request_package(self, request: Any) -> tuple[dict, int, int | None, str]:
-        if len(request.key) != len(request.value):
-            return ({}, request.logid, InvalidInputError.CODE,
-                    f"the request has {len(request.key)} keys but {len(request.value)} values; "
-                    "send one value per key")
+        try:
+            check_envelope(request.key, request.value, tensor_count=len(request.tensors),
+                           limits=self._limits)
+        except ServiceError as exc:
+            return {}, request.logid, exc.code, exc.message
         return super().unpack_request_package(request)
 
 
-class DecodeOp(Op):
+class _StageOp(Op):
+    """A model-less stage; `op.<name>.timeout` (ms, <= 0 for none) bounds its work per request."""
+
+    stage_timeout_s: float | None = None
+
+    def init_from_dict(self, conf: dict) -> None:
+        super().init_from_dict(conf)
+        timeout_ms = conf.get("timeout", -1)
+        self.stage_timeout_s = timeout_ms / 1000.0 if timeout_ms > 0 else None
+
+
+class DecodeOp(_StageOp):
     """Validates the request and opens its video (probe + decoder; no frame decoded yet)."""
 
     def __init__(self, input_op: Op, *, meta: ModelMeta, limits: DecodeLimits, backend: str,
@@ -158,7 +174,7 @@ class DecodeOp(Op):
         return {JOB_KEY: job}
 
 
-class SampleOp(Op):
+class SampleOp(_StageOp):
     """Chooses the frame indices for the request's mode and decodes only those frames."""
 
     def __init__(self, input_op: Op, *, meta: ModelMeta) -> None:
@@ -171,13 +187,12 @@ class SampleOp(Op):
         if not job.is_ping:
             mode = job.classify.mode
             with _timed(job, "sample"), job.source:
-                _, job.frames = read_sampled(job.source,
-                                             lambda count: sample_indices(count, self._spec, mode))
+                job.frames = sample_frames(job.source, self._spec, mode)
             job.source = None
         return {JOB_KEY: job}
 
 
-class NormalizeOp(Op):
+class NormalizeOp(_StageOp):
     """Resize, crop(s) and normalise, as the model's metadata says; frames become views."""
 
     def __init__(self, input_op: Op, *, meta: ModelMeta) -> None:
@@ -189,9 +204,7 @@ class NormalizeOp(Op):
         job = _job(input_dicts)
         if not job.is_ping:
             with _timed(job, "normalize"):
-                rows = preprocess(job.frames, self._spec, job.classify.mode)
-                # Rows come clip by clip (and crop by crop), T consecutive rows per view.
-                job.views = rows.reshape(-1, self._spec.num_seg, *rows.shape[1:])
+                job.views = network_views(job.frames, self._spec, job.classify.mode)
             job.frames = None
         return {JOB_KEY: job}
 
@@ -230,7 +243,7 @@ class PPTSMOp(Op):
             logits = self.client.predict(feed[self._predictor.input_name])
         except Exception as exc:  # noqa: BLE001 - reported to every request of the batch
             log.exception("inference failed (batch led by request %s)", typical_logid)
-            return None, INTERNAL_ERROR_CODE, f"inference failed: {type(exc).__name__}: {exc}"
+            return None, InternalError.CODE, f"inference failed: {type(exc).__name__}: {exc}"
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         # One copy per row, so that the framework's per-request slicing hands every request the
         # time of the batch it ran in.
@@ -242,5 +255,5 @@ class PPTSMOp(Op):
         if job.is_ping:
             return ping_response(self._meta), None, ""
         job.timing_ms["infer"] = float(fetch_dict[INFER_MS_KEY][0])
-        best = top_k(video_probabilities(fetch_dict[LOGITS_KEY]), job.classify.topk)
+        best = ranked_classes(fetch_dict[LOGITS_KEY], job.classify.topk)
         return classification_response(self._meta, best, job.timing_ms), None, ""

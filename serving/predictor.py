@@ -28,13 +28,18 @@ import numpy as np
 
 from serving.metadata import ModelMeta, load_meta
 
-CPU_PRECISIONS = ("fp32", "bf16")
+CPU_PRECISIONS = ("fp32", "bf16", "int8")
 TENSORRT_PRECISIONS = ("fp32", "fp16", "int8")
 
 # Paddle Serving's `local_service_conf.device_type` values that this wrapper supports.
 SERVING_DEVICE_CPU = 0
 SERVING_DEVICE_GPU = 1
 SERVING_DEVICE_TENSORRT = 2
+
+# `ModelMeta.source` key that serving.quantize writes into an int8 model's metadata. An int8
+# program only runs as int8 with oneDNN's int8 passes on, and an fp32 program gains nothing from
+# them, so the predictor checks that precision and program agree instead of guessing.
+INT8_SOURCE_KEY = "int8_quantization"
 
 
 class PredictorError(RuntimeError):
@@ -53,7 +58,7 @@ class PredictorSettings:
     cpu_threads: int = 2
     use_onednn: bool = True
     onednn_cache_capacity: int = 10  # input shapes oneDNN keeps compiled kernels for; 0 = no limit
-    precision: str = "fp32"  # CPU: fp32 | bf16 (oneDNN); GPU with TensorRT: fp32 | fp16 | int8
+    precision: str = "fp32"  # CPU: fp32 | bf16 | int8 (oneDNN); GPU with TensorRT: fp32 | fp16 | int8
     ir_optim: bool = True
     memory_optim: bool = True  # honoured for .pdmodel only (PIR .json fails with it on 3.3.1)
     gpu_id: int = 0
@@ -129,16 +134,25 @@ def _configure_cpu(config, settings: PredictorSettings) -> None:
     if settings.use_onednn:
         config.enable_mkldnn()
         config.set_mkldnn_cache_capacity(settings.onednn_cache_capacity)
+    if settings.precision in ("bf16", "int8") and not settings.use_onednn:
+        raise PredictorError(f"precision {settings.precision} on CPU needs oneDNN (use_mkldnn: true)")
     if settings.precision == "bf16":
         import paddle
 
-        if not settings.use_onednn:
-            raise PredictorError("precision bf16 on CPU needs oneDNN (use_mkldnn: true)")
+        # Paddle itself only logs "CPU does not support BFLOAT16 calculations" and runs fp32,
+        # which would make a bf16 setting silently mean fp32; hence a hard error here.
         if not paddle.base.core.supports_bfloat16():
             raise PredictorError(
-                "precision bf16 requested but this CPU has no bfloat16 support "
-                "(paddle.base.core.supports_bfloat16() is False); use fp32")
+                "precision bf16: this CPU has no bfloat16 support (oneDNN bf16 needs "
+                "AVX512-BF16 or AMX; paddle.base.core.supports_bfloat16() is False); use fp32, "
+                "or int8 with a model made by `python -m serving.quantize`")
         config.enable_mkldnn_bfloat16()
+    if settings.precision == "int8":
+        import paddle
+
+        if not paddle.base.core.supports_int8():
+            raise PredictorError("precision int8 needs a CPU with AVX2 or newer; use fp32")
+        config.enable_mkldnn_int8()
 
 
 def _configure_gpu(config, settings: PredictorSettings, input_name: str,
@@ -174,6 +188,22 @@ def _configure_gpu(config, settings: PredictorSettings, input_name: str,
     )
 
 
+def _check_int8_agreement(model_dir: Path, meta: ModelMeta, settings: PredictorSettings) -> None:
+    """An int8 setting needs a quantized program and a quantized program needs the int8
+    setting (on CPU; it would otherwise run its quantize/dequantize ops in fp32, slower than
+    the fp32 model)."""
+    if settings.device != "cpu":
+        return
+    quantized = INT8_SOURCE_KEY in meta.source
+    if settings.precision == "int8" and not quantized:
+        raise PredictorError(
+            f"precision int8: {model_dir} holds an fp32 program; make an int8 copy with "
+            f"`python -m serving.quantize --model-dir {model_dir} ...` and serve that")
+    if quantized and settings.precision != "int8":
+        raise PredictorError(
+            f"{model_dir} holds an int8 (quantized) program; run it with precision int8")
+
+
 def _build_config(model_dir: Path, meta: ModelMeta, settings: PredictorSettings):
     inference = meta.inference
     config = _paddle_inference().Config(str(model_dir / inference.model_file),
@@ -198,6 +228,7 @@ class Predictor:
         self.settings = settings
         self._sample_shape = tuple(meta.inference.input_shape[1:])
         model_dir = Path(model_dir)
+        _check_int8_agreement(model_dir, meta, settings)
         for relative in (meta.inference.model_file, meta.inference.params_file):
             if not (model_dir / relative).is_file():
                 raise PredictorError(f"{model_dir / relative}: model file missing")

@@ -13,9 +13,14 @@ A request is Paddle Serving's key/value form: string keys, string values.
 
 Exactly one of `video` or `frames` (+ `frames_shape`) is required unless the request is a ping.
 Every problem is an InvalidInputError / LimitExceededError whose message names the key.
+Before any value is looked at, `check_envelope` refuses what the key/value form cannot mean:
+keys and values that do not pair up, a key sent twice, Paddle Serving `tensors` (the stock
+request op unpickles some of them: code execution for whoever sends one) and a request larger
+than the biggest allowed upload in base64 plus a small allowance for the options.
 
-A response's values are strings too: `label`, `class_id`, `score`, and JSON for `topk`
-([{class_id, label, score}, ...]), `model` ({name, version, num_classes}) and `timing_ms`.
+A response's values are strings too: `label`, `class_id`, `score`, `prob` (PaddleVideo's form:
+the top score in a list, "[0.912346]"), and JSON for `topk` ([{class_id, label, score}, ...]),
+`model` ({name, version, num_classes}) and `timing_ms`.
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ from typing import Union
 
 import numpy as np
 
-from serving.errors import InvalidInputError
+from serving.errors import InvalidInputError, LimitExceededError
 from serving.metadata import ModelMeta
 from serving.preprocess.decode_limits import DecodeLimits
 
@@ -42,6 +47,11 @@ PING_KEY = "ping"
 # Paddle Serving's PipelineClient adds this key itself when asked for server-side profiling.
 SERVING_PROFILE_KEY = "pipeline.profile"
 ALLOWED_KEYS = (*PAYLOAD_KEYS, *OPTION_KEYS, PING_KEY)
+
+# Room for the option keys and values next to the largest allowed upload.
+OPTIONS_ALLOWANCE_BYTES = 64 * 1024
+# Client-controlled text (key names, bad values) quoted in a message is cut to this length.
+QUOTE_CHARS = 40
 
 _SHAPE_PATTERN = re.compile(
     r"^\s*[(\[]\s*(\d{1,9})\s*,\s*(\d{1,9})\s*,\s*(\d{1,9})\s*,\s*(\d{1,9})\s*,?\s*[)\]]\s*$")
@@ -91,13 +101,48 @@ class RawFrames:
         self.close()
 
 
+def _quote(text: str) -> str:
+    """repr of client text, cut so that a huge key or value cannot bloat a message or a log."""
+    return repr(text[:QUOTE_CHARS] + ("..." if len(text) > QUOTE_CHARS else ""))
+
+
+def max_request_bytes(limits: DecodeLimits) -> int:
+    """The largest request worth reading: the base64 of a max_bytes upload plus the options."""
+    return (limits.max_bytes + 2) // 3 * 4 + OPTIONS_ALLOWANCE_BYTES
+
+
+def check_envelope(keys: Sequence[str], values: Sequence[str], *, tensor_count: int,
+                   limits: DecodeLimits) -> None:
+    """Refuses a request whose key/value lists cannot be read as this protocol, before any of
+    its values is parsed (see the module docstring)."""
+    if tensor_count:
+        raise InvalidInputError(
+            f"tensors: this service does not accept Paddle Serving tensors ({tensor_count} sent); "
+            "send the video or frames as base64 strings in 'value'")
+    if len(keys) != len(values):
+        raise InvalidInputError(f"the request has {len(keys)} keys but {len(values)} values; "
+                                "send one value per key")
+    seen: set[str] = set()
+    for key in keys:
+        if key in seen:
+            raise InvalidInputError(f"{_quote(key)} is sent twice; send each key once")
+        seen.add(key)
+    size = sum(len(value) for value in values)
+    limit = max_request_bytes(limits)
+    if size > limit:
+        raise LimitExceededError(
+            f"request: {size} characters of values exceed the limit of {limit} (the base64 of "
+            f"request_limits.max_bytes plus {OPTIONS_ALLOWANCE_BYTES} for the options)",
+            limit_name="max_bytes", limit=limit)
+
+
 def _decode_base64(key: str, text: str, limits: DecodeLimits) -> bytes:
     """Strict base64 (line breaks allowed, nothing else outside the alphabet); the encoded size is
     checked against the limit before anything is decoded."""
     compact = _WHITESPACE.sub("", text)
     if not compact:
         raise InvalidInputError(f"{key}: empty value")
-    limits.check_bytes(len(compact) // 4 * 3)
+    limits.check_bytes(len(compact) // 4 * 3 - compact[-2:].count("="))  # the decoded size
     try:
         return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
@@ -110,7 +155,7 @@ def parse_frames_shape(text: str) -> tuple[int, int, int, int]:
     match = _SHAPE_PATTERN.match(text)
     if match is None:
         raise InvalidInputError(
-            f"frames_shape: expected four integers like '(8, 224, 224, 3)', got {text[:60]!r}")
+            f"frames_shape: expected four integers like '(8, 224, 224, 3)', got {_quote(text)}")
     shape = tuple(int(group) for group in match.groups())
     if shape[3] != 3:
         raise InvalidInputError(f"frames_shape: the last dimension must be 3 (RGB), got {shape[3]}")
@@ -138,7 +183,7 @@ def _parse_topk(text: str | None, num_classes: int) -> int:
         return min(DEFAULT_TOPK, num_classes)
     if not re.fullmatch(r"\s*\d{1,9}\s*", text) or not 1 <= int(text) <= num_classes:
         raise InvalidInputError(
-            f"topk: must be an integer from 1 to {num_classes}, got {text[:30]!r}")
+            f"topk: must be an integer from 1 to {num_classes}, got {_quote(text)}")
     return int(text)
 
 
@@ -146,7 +191,7 @@ def _parse_mode(text: str | None, default: str) -> str:
     if text is None:
         return default
     if text not in MODES:
-        raise InvalidInputError(f"mode: must be one of {', '.join(MODES)}, got {text[:30]!r}")
+        raise InvalidInputError(f"mode: must be one of {', '.join(MODES)}, got {_quote(text)}")
     return text
 
 
@@ -154,7 +199,7 @@ def _string_fields(fields: Mapping[str, object]) -> dict[str, str]:
     unknown = sorted(key for key in fields if key not in ALLOWED_KEYS and key != SERVING_PROFILE_KEY)
     if unknown:
         raise InvalidInputError(
-            f"unknown key {unknown[0]!r}; allowed keys: {', '.join(ALLOWED_KEYS)}")
+            f"unknown key {_quote(unknown[0])}; allowed keys: {', '.join(ALLOWED_KEYS)}")
     for key, value in fields.items():
         if not isinstance(value, str):
             raise InvalidInputError(
@@ -205,6 +250,7 @@ def classification_response(meta: ModelMeta, best: Sequence[tuple[int, float]],
         "label": top["label"],
         "class_id": str(top["class_id"]),
         "score": f"{top['score']:.6f}",
+        "prob": f"[{top['score']:.6f}]",
         "topk": json.dumps(ranked),
         "model": _model_json(meta),
         "timing_ms": json.dumps({stage: round(ms, 2) for stage, ms in timing_ms.items()}),

@@ -6,10 +6,12 @@
 Serves `POST /pptsm/prediction` (HTTP, through Paddle Serving's Go gateway) and the gRPC
 `PipelineService` (for `paddle_serving_server.pipeline.PipelineClient`). Every preprocessing
 parameter comes from `<model-dir>/model_meta.json`; the config holds only how to serve (ports,
-concurrency, batching, predictor settings, request limits). Problems found at start-up (a
-missing file, a bad config value) end the program with one `error:` line that names them,
-before any port is opened. Paddle Serving writes its logs to ./PipelineServingLogs, or under
-$SERVING_LOG_PATH when set.
+concurrency, batching, timeouts, predictor settings, request limits, metrics, logs). Problems
+found at start-up (a missing file, a bad config value) end the program with one `error:` line
+that names them, before any port is opened. Paddle Serving writes its logs to
+./PipelineServingLogs, or under $SERVING_LOG_PATH when set; the one-line-per-request JSON log
+goes to `request_log.path` (default: stderr). SIGTERM or SIGINT stop the service gracefully
+(serving.server): requests in flight are answered first, then the program exits with status 0.
 """
 from __future__ import annotations
 
@@ -25,14 +27,19 @@ from serving import compat  # noqa: F401  (must precede the Paddle Serving impor
 from paddle_serving_server.web_service import WebService  # noqa: E402
 
 from serving.metadata import MetadataError, ModelMeta, load_meta  # noqa: E402
+from serving.metrics import ServiceMetrics, serving_registry  # noqa: E402
+from serving.observer import RequestObserver  # noqa: E402
 from serving.ops import DecodeOp, KeyValueRequestOp, NormalizeOp, PPTSMOp, SampleOp  # noqa: E402
 from serving.predictor import Predictor, PredictorError, PredictorSettings  # noqa: E402
 from serving.preprocess.decode import BACKENDS, DecodeLimits  # noqa: E402
+from serving.request_log import configure_request_log  # noqa: E402
+from serving.server import serve  # noqa: E402
 
 SERVICE_NAME = "pptsm"  # REST path: POST /pptsm/prediction
 MODEL_OP = "pptsm"
 # Paddle Serving 0.9's gRPC server accepts messages up to 256 MiB; an upload travels as base64.
 GRPC_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+DEFAULT_SHUTDOWN_GRACE_S = 30.0
 
 
 class ConfigError(ValueError):
@@ -48,6 +55,8 @@ class ServiceConfig:
     decode_backend: str
     decode_temp_dir: Path | None
     predictor: PredictorSettings
+    shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
+    request_log_path: Path | None = None  # None: stderr
 
 
 def _section(conf: dict[str, Any], key: str) -> dict[str, Any]:
@@ -82,10 +91,40 @@ def _check_dag(conf: dict[str, Any]) -> None:
                           "the loaded predictor and auto-batching would be switched off")
     if MODEL_OP not in _section(conf, "op"):
         raise ConfigError(f"op.{MODEL_OP}: missing; it holds the model op's settings")
+    _check_prometheus(_section(conf, "dag"))
+
+
+def _check_prometheus(dag: dict[str, Any]) -> None:
+    """Paddle Serving's metrics endpoint needs a port and reads its tracer's summaries; without
+    a tracer its /metrics handler fails on every scrape, so that combination is refused."""
+    if not dag.get("enable_prometheus", False):
+        return
+    port = dag.get("prometheus_port")
+    if not isinstance(port, int) or not 1024 <= port <= 65535:
+        raise ConfigError(f"dag.prometheus_port: a port from 1024 to 65535 is needed when "
+                          f"dag.enable_prometheus is true, got {port!r}")
+    interval = _section(dag, "tracer").get("interval_s", -1)
+    if not isinstance(interval, int) or interval < 1:
+        raise ConfigError(f"dag.tracer.interval_s: must be >= 1 when dag.enable_prometheus is "
+                          f"true (Paddle Serving's /metrics reads the tracer), got {interval!r}")
+
+
+def _shutdown_grace(conf: dict[str, Any]) -> float:
+    value = conf.get("shutdown_grace_s", DEFAULT_SHUTDOWN_GRACE_S)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"shutdown_grace_s: seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _request_log_path(conf: dict[str, Any]) -> Path | None:
+    path = _section(conf, "request_log").get("path") or None
+    if path is not None and not Path(path).parent.is_dir():
+        raise ConfigError(f"request_log.path: the folder of {path} does not exist")
+    return Path(path) if path is not None else None
 
 
 def load_service_config(path: Path, *, http_port: int | None, rpc_port: int | None,
-                        meta: ModelMeta) -> ServiceConfig:
+                        meta: ModelMeta, prometheus_port: int | None = None) -> ServiceConfig:
     """Reads config.yml, applies the command-line ports and validates what this service needs."""
     try:
         conf = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -99,6 +138,8 @@ def load_service_config(path: Path, *, http_port: int | None, rpc_port: int | No
         conf["http_port"] = http_port
     if rpc_port is not None:
         conf["rpc_port"] = rpc_port
+    if prometheus_port is not None:
+        conf["dag"] = {**_section(conf, "dag"), "prometheus_port": prometheus_port}
     _check_dag(conf)
     decode = _section(conf, "decode")
     backend = decode.get("backend", "auto")
@@ -118,7 +159,9 @@ def load_service_config(path: Path, *, http_port: int | None, rpc_port: int | No
     if temp_dir is not None and not temp_dir.is_dir():
         raise ConfigError(f"decode.temp_dir: {temp_dir} is not a directory")
     return ServiceConfig(serving=conf, limits=_limits(conf), decode_backend=backend,
-                         decode_temp_dir=temp_dir, predictor=settings)
+                         decode_temp_dir=temp_dir, predictor=settings,
+                         shutdown_grace_s=_shutdown_grace(conf),
+                         request_log_path=_request_log_path(conf))
 
 
 class PPTSMService(WebService):
@@ -133,12 +176,24 @@ class PPTSMService(WebService):
     def get_pipeline_response(self, read_op):
         """Builds the DAG from its last op back. The stock `read_op` WebService passes in is
         replaced by KeyValueRequestOp, which explains malformed key/value lists."""
-        decode = DecodeOp(KeyValueRequestOp(), meta=self._meta, limits=self._config.limits,
+        decode = DecodeOp(KeyValueRequestOp(limits=self._config.limits), meta=self._meta,
+                          limits=self._config.limits,
                           backend=self._config.decode_backend,
                           temp_dir=self._config.decode_temp_dir)
         sample = SampleOp(decode, meta=self._meta)
         normalize = NormalizeOp(sample, meta=self._meta)
         return PPTSMOp(normalize, meta=self._meta, predictor=self._predictor)
+
+    def serve_until_stopped(self) -> None:
+        """Runs the prepared pipeline until SIGTERM/SIGINT, observing every request."""
+        observer = RequestObserver(ServiceMetrics.create(serving_registry()),
+                                   configure_request_log(self._config.request_log_path))
+        serve(self._server, observer, shutdown_grace_s=self._config.shutdown_grace_s)
+
+
+def _metrics_note(conf: dict[str, Any]) -> str:
+    dag = _section(conf, "dag")
+    return f", metrics port {dag['prometheus_port']}" if dag.get("enable_prometheus") else ""
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -149,6 +204,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="Paddle Serving pipeline config (default pipeline_config/config.yml)")
     parser.add_argument("--http-port", type=int, help="overrides http_port of the config")
     parser.add_argument("--rpc-port", type=int, help="overrides rpc_port of the config")
+    parser.add_argument("--prometheus-port", type=int,
+                        help="overrides dag.prometheus_port of the config (the metrics endpoint)")
     return parser.parse_args(argv)
 
 
@@ -157,17 +214,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         meta = load_meta(args.model_dir)
         config = load_service_config(args.config, http_port=args.http_port,
-                                     rpc_port=args.rpc_port, meta=meta)
+                                     rpc_port=args.rpc_port, meta=meta,
+                                     prometheus_port=args.prometheus_port)
         predictor = Predictor(args.model_dir, meta, config.predictor)
     except (ConfigError, MetadataError, PredictorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"serving {meta.name} {meta.version} ({meta.architecture}, {meta.num_classes} classes, "
-          f"{meta.inference.format}) on http port {config.serving.get('http_port')} and rpc port "
-          f"{config.serving.get('rpc_port')}", flush=True)
+          f"{meta.inference.format}) on http port {config.serving.get('http_port')}, rpc port "
+          f"{config.serving.get('rpc_port')}{_metrics_note(config.serving)}", flush=True)
     service = PPTSMService(meta, config, predictor)
     service.prepare_pipeline_config(yml_dict=config.serving)
-    service.run_service()
+    service.serve_until_stopped()
     return 0
 
 

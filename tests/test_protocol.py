@@ -12,10 +12,13 @@ from serving.errors import InvalidInputError, LimitExceededError
 from serving.metadata import InferenceSpec, ModelMeta, PreprocessSpec
 from serving.preprocess.decode_limits import DecodeLimits
 from serving.protocol import (
+    OPTIONS_ALLOWANCE_BYTES,
     ClassifyRequest,
     PingRequest,
     RawFrames,
+    check_envelope,
     classification_response,
+    max_request_bytes,
     parse_frames_shape,
     parse_request,
     ping_response,
@@ -176,3 +179,44 @@ def test_classification_response_is_strings_with_json_fields() -> None:
 def test_ping_response_names_the_model() -> None:
     assert json.loads(ping_response(_meta())["model"]) == {
         "name": "demo", "version": "7", "num_classes": 7}
+
+
+@pytest.mark.parametrize("keys, values, tensors, message", [
+    (["video"], ["a", "b"], 0, "the request has 1 keys but 2 values"),
+    (["video", "video"], ["a", "b"], 0, "'video' is sent twice"),
+    (["video"], ["a"], 1, "tensors: this service does not accept Paddle Serving tensors (1 sent)"),
+])
+def test_envelope_refuses_what_the_key_value_form_cannot_mean(keys, values, tensors, message) -> None:
+    with pytest.raises(InvalidInputError, match=re.escape(message)):
+        check_envelope(keys, values, tensor_count=tensors, limits=LIMITS)
+
+
+def test_envelope_bounds_the_whole_request_by_the_upload_limit() -> None:
+    limit = max_request_bytes(LIMITS)
+    assert limit == 4 * ((LIMITS.max_bytes + 2) // 3) + OPTIONS_ALLOWANCE_BYTES
+    check_envelope(["video", "topk"], ["A" * (limit - 1), "1"], tensor_count=0, limits=LIMITS)
+    with pytest.raises(LimitExceededError, match=f"request: {limit + 1} characters of values "
+                                                 f"exceed the limit of {limit}"):
+        check_envelope(["video", "pad"], ["A" * limit, "x"], tensor_count=0, limits=LIMITS)
+
+
+def test_decoded_size_is_checked_exactly_before_decoding() -> None:
+    limits = DecodeLimits(max_bytes=10)
+    assert _parse_with(limits, {"video": _b64(b"x" * 10)}).video == b"x" * 10
+    with pytest.raises(LimitExceededError, match="video: 11 bytes exceeds the limit of 10"):
+        _parse_with(limits, {"video": _b64(b"x" * 11)})
+
+
+def _parse_with(limits: DecodeLimits, fields: dict):
+    return parse_request(fields, num_classes=len(LABELS), default_mode="uniform", limits=limits)
+
+
+def test_client_text_in_messages_is_cut_short() -> None:
+    with pytest.raises(InvalidInputError) as info:
+        _parse({"video": _b64(b"v"), "topk": "9" * 1000})
+    assert info.value.message == f"topk: must be an integer from 1 to 7, got '{'9' * 40}...'"
+
+
+def test_response_carries_paddlevideo_prob() -> None:
+    response = classification_response(_meta(), [(1, 0.25)], {})
+    assert response["prob"] == "[0.250000]"

@@ -2,7 +2,6 @@
 real video files. One server start for the module (it takes seconds); every test talks to it."""
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -13,30 +12,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 import yaml
 
-from serving.launcher import ServiceProcess, free_port, port_is_free
-from tests.serving_helpers import TINY_LABELS, export_tiny_model, raw_frames, write_video
+from serving.launcher import free_port, port_is_free
+from tests.service_client import (
+    DEFAULT_CONFIG,
+    TestService,
+    b64,
+    classify,
+    fields,
+    post,
+    serving_env,
+    tiny_model_dir,
+)
+from tests.serving_helpers import TINY_LABELS, raw_frames, write_video
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO_ROOT / "pipeline_config" / "config.yml"
 CLIENTS = REPO_ROOT / "client"
 # A wide batching window so that concurrent test requests reliably share a network batch.
 BATCHING_WINDOW_MS = 300
 
 
-def _serving_env(folder: Path) -> dict[str, str]:
-    """Paddle Serving writes its logs and ProcessInfo.json to the working directory unless told
-    otherwise; keep them out of the repository."""
-    return {"SERVING_LOG_PATH": str(folder), "SERVING_HOME": str(folder)}
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, calibrate_bn) -> Path:
-    path = tmp_path_factory.getbasetemp() / "tiny_pdmodel"
-    export_tiny_model(path, fmt="pdmodel", calibrate_bn=calibrate_bn)
-    return path
+    return tiny_model_dir(tmp_path_factory, calibrate_bn)
 
 
 @pytest.fixture(scope="module")
@@ -48,47 +47,25 @@ def videos(tmp_path_factory) -> dict[str, Path]:
     return files
 
 
+def _wide_batching_window(config: dict) -> None:
+    config["op"]["pptsm"]["auto_batching_timeout"] = BATCHING_WINDOW_MS
+
+
 @pytest.fixture(scope="module")
 def service(model_dir: Path, tmp_path_factory):
-    work = tmp_path_factory.mktemp("service")
-    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    config["op"]["pptsm"]["auto_batching_timeout"] = BATCHING_WINDOW_MS
-    config_path = work / "config.yml"
-    config_path.write_text(yaml.safe_dump(config))
-    process = ServiceProcess(model_dir, config_path, http_port=free_port(), rpc_port=free_port(),
-                             log_path=work / "service.log", env=_serving_env(work))
+    process = TestService(model_dir, tmp_path_factory.mktemp("service"), _wide_batching_window)
     with process:
         yield process
     assert port_is_free(process.http_port) and port_is_free(process.rpc_port)
 
 
-def _post(service: ServiceProcess, keys: list[str], values: list[str]) -> dict:
-    url = f"http://127.0.0.1:{service.http_port}/pptsm/prediction"
-    response = requests.post(url, json={"key": keys, "value": values}, timeout=60)
-    assert response.status_code == 200
-    return response.json()
-
-
-def _fields(answer: dict) -> dict[str, str]:
-    assert answer["err_no"] == 0, answer["err_msg"]
-    return dict(zip(answer["key"], answer["value"]))
-
-
-def _b64_file(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode()
-
-
-def _classify(service: ServiceProcess, video: Path, **options: str) -> dict[str, str]:
-    return _fields(_post(service, ["video", *options], [_b64_file(video), *options.values()]))
-
-
 def test_ping_answers_model_identity(service) -> None:
-    model = json.loads(_fields(_post(service, ["ping"], [""]))["model"])
+    model = json.loads(fields(post(service, ["ping"], [""]))["model"])
     assert model == {"name": "tiny", "version": "test-1", "num_classes": len(TINY_LABELS)}
 
 
 def test_video_over_http(service, videos) -> None:
-    result = _classify(service, videos["clip0"], topk="3")
+    result = classify(service, videos["clip0"], topk="3")
     ranked = json.loads(result["topk"])
     assert [entry["label"] for entry in ranked] == [
         TINY_LABELS[entry["class_id"]] for entry in ranked]
@@ -100,27 +77,27 @@ def test_video_over_http(service, videos) -> None:
 
 
 def test_dense_mode_and_raw_frames(service, videos) -> None:
-    dense = _classify(service, videos["clip1"], mode="dense", topk="1")
+    dense = classify(service, videos["clip1"], mode="dense", topk="1")
     assert dense["label"] in TINY_LABELS and len(json.loads(dense["topk"])) == 1
     frames = raw_frames()
-    answer = _post(service, ["frames", "frames_shape"],
-                   [base64.b64encode(frames.tobytes()).decode(), str(frames.shape)])
-    assert _fields(answer)["label"] in TINY_LABELS
+    answer = post(service, ["frames", "frames_shape"],
+                   [b64(frames.tobytes()), str(frames.shape)])
+    assert fields(answer)["label"] in TINY_LABELS
 
 
 def test_different_videos_get_different_scores(service, videos) -> None:
-    scores = {json.dumps(json.loads(_classify(service, videos[name], topk="3")["topk"]))
+    scores = {json.dumps(json.loads(classify(service, videos[name], topk="3")["topk"]))
               for name in ("clip0", "clip1", "clip2")}
     assert len(scores) > 1, "the answer should depend on the video"
 
 
 def test_auto_batched_results_equal_one_by_one(service, videos) -> None:
     names = ["clip0", "clip1", "clip2", "clip3"]
-    alone = {name: json.loads(_classify(service, videos[name], topk="3")["topk"]) for name in names}
+    alone = {name: json.loads(classify(service, videos[name], topk="3")["topk"]) for name in names}
     together: dict[str, dict[str, str]] = {}
 
     def send(name: str) -> None:
-        together[name] = _classify(service, videos[name], topk="3")
+        together[name] = classify(service, videos[name], topk="3")
 
     threads = [threading.Thread(target=send, args=(name,)) for name in names]
     for thread in threads:
@@ -134,31 +111,6 @@ def test_auto_batched_results_equal_one_by_one(service, videos) -> None:
                                    [e["score"] for e in alone[name]], atol=2e-6)
     infer_ms = [json.loads(together[name]["timing_ms"])["infer"] for name in names]
     assert len(set(infer_ms)) < len(names), "concurrent requests should share a network batch"
-
-
-@pytest.mark.parametrize("keys, values, err_no, message", [
-    (["video"], ["%%% not base64 %%%"], 51, "video: not valid base64"),
-    (["video"], [base64.b64encode(np.random.RandomState(1).bytes(3000)).decode()], 52,
-     "video: not a decodable video container"),
-    (["video", "topk"], ["AAAA", "0"], 51, "topk: must be an integer from 1 to 3"),
-    (["video", "colour"], ["AAAA", "red"], 51, "unknown key 'colour'"),
-    (["frames", "frames_shape"], ["AAAA", "__import__('os').getcwd()"], 51,
-     "frames_shape: expected four integers"),
-    (["video", "topk"], ["AAAA"], 51, "the request has 2 keys but 1 values"),
-])
-def test_bad_requests_get_clear_errors_and_the_service_keeps_working(
-        service, videos, keys: list[str], values: list[str], err_no: int, message: str) -> None:
-    answer = _post(service, keys, values)
-    assert answer["err_no"] == err_no
-    assert answer["err_msg"].startswith(message), answer["err_msg"]
-    assert "Traceback" not in answer["err_msg"]
-    assert _classify(service, videos["clip0"])["label"] in TINY_LABELS
-
-
-def test_malformed_http_body_is_refused_by_the_gateway(service) -> None:
-    url = f"http://127.0.0.1:{service.http_port}/pptsm/prediction"
-    response = requests.post(url, data="not json", timeout=30)
-    assert response.status_code == 400 and "invalid character" in response.json()["message"]
 
 
 def _run_client(script: str, *args: str) -> subprocess.CompletedProcess:
@@ -177,10 +129,10 @@ def _client_folder(videos: dict[str, Path], tmp_path: Path) -> Path:
 
 def test_http_client_reports_each_file_and_fails_overall(service, videos, tmp_path) -> None:
     folder = _client_folder(videos, tmp_path)
-    url = f"http://127.0.0.1:{service.http_port}/pptsm/prediction"
-    done = _run_client("pipeline_http_client.py", str(folder), "--url", url, "--topk", "2")
+    done = _run_client("pipeline_http_client.py", str(folder), "--url", service.url, "--topk", "2")
     assert done.returncode == 1, done.stderr
-    broken_line, good_line = done.stdout.splitlines()
+    broken_line, good_line, summary = done.stdout.splitlines()
+    assert summary.startswith("2 videos, 1 failed; median latency ")
     assert broken_line == (f"{folder / 'broken.mp4'}: error 52: "
                            "video: not a decodable video container")
     assert good_line.startswith(f"{folder / 'clip0.mp4'}: ") and "(score 0." in good_line
@@ -196,14 +148,29 @@ def test_rpc_client_json_output(service, videos, tmp_path) -> None:
     broken, good = (json.loads(line) for line in done.stdout.splitlines())
     assert (broken["err_no"], broken["err_msg"]) == (52, "video: not a decodable video container")
     assert good["err_no"] == 0 and good["model"]["name"] == "tiny"
-    assert good["topk"] == json.loads(_classify(service, videos["clip0"], topk="2")["topk"])
+    assert good["topk"] == json.loads(classify(service, videos["clip0"], topk="2")["topk"])
 
 
 def test_client_all_good_exits_zero(service, videos) -> None:
-    url = f"http://127.0.0.1:{service.http_port}/pptsm/prediction"
-    done = _run_client("pipeline_http_client.py", str(videos["clip2"]), "--url", url)
+    done = _run_client("pipeline_http_client.py", str(videos["clip2"]), "--url", service.url)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith(f"{videos['clip2']}: ")
+
+
+def test_client_frames_option_sends_paddlevideo_raw_frames(service, videos) -> None:
+    """--frames decodes the clip in the client and sends PaddleVideo's frames/frames_shape; the
+    service samples the same frames from them as from the file."""
+    by_file = classify(service, videos["clip1"], topk="3")
+    done = _run_client("pipeline_http_client.py", str(videos["clip1"]), "--url", service.url,
+                       "--frames", "--json", "--topk", "3")
+    assert done.returncode == 0, done.stdout + done.stderr
+    by_frames = json.loads(done.stdout)
+    assert by_frames["timing_ms"]["decode"] >= 0
+    assert [entry["class_id"] for entry in by_frames["topk"]] == [
+        entry["class_id"] for entry in json.loads(by_file["topk"])]
+    np.testing.assert_allclose([entry["score"] for entry in by_frames["topk"]],
+                               [entry["score"] for entry in json.loads(by_file["topk"])],
+                               atol=2e-6)
 
 
 def test_client_without_service_or_videos(tmp_path) -> None:
@@ -221,6 +188,7 @@ def test_client_without_service_or_videos(tmp_path) -> None:
     ("meta", "model_meta.json: no such metadata file"),
     ("thread_op", "dag.is_thread_op: must be true"),
     ("limits", "request_limits.max_bytes: 268435456 bytes are more than 268435456 in base64"),
+    ("metrics", "dag.tracer.interval_s: must be >= 1 when dag.enable_prometheus is true"),
 ])
 def test_incomplete_setup_stops_with_a_clear_error(model_dir: Path, tmp_path: Path,
                                                     breakage: str, message: str) -> None:
@@ -233,6 +201,8 @@ def test_incomplete_setup_stops_with_a_clear_error(model_dir: Path, tmp_path: Pa
         (broken / "model_meta.json").unlink()
     elif breakage == "thread_op":
         config["dag"]["is_thread_op"] = False
+    elif breakage == "metrics":
+        config["dag"]["tracer"]["interval_s"] = -1
     else:
         config["request_limits"]["max_bytes"] = 256 * 1024 * 1024
     config_path = tmp_path / "config.yml"
@@ -242,7 +212,7 @@ def test_incomplete_setup_stops_with_a_clear_error(model_dir: Path, tmp_path: Pa
          "--config", str(config_path), "--http-port", str(free_port()),
          "--rpc-port", str(free_port())],
         capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
-        env={**os.environ, **_serving_env(tmp_path)})
+        env={**os.environ, **serving_env(tmp_path)})
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: ")
     assert message in done.stderr

@@ -1,0 +1,137 @@
+"""Benchmark tables as Markdown (printed and saved), CSV and PNG bar charts (matplotlib Agg)."""
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+from tests.bench.decoding import DecodeTiming  # noqa: E402
+from tests.bench.model_zoo import ModelTiming  # noqa: E402
+from tests.bench.serving_load import LoadResult  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    headers: tuple[str, ...]
+    rows: list[tuple[object, ...]]
+    note: str = ""
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", ""]
+        if self.note:
+            lines += [self.note, ""]
+        lines.append("| " + " | ".join(self.headers) + " |")
+        lines.append("|" + "|".join(" --- " for _ in self.headers) + "|")
+        lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in self.rows]
+        return "\n".join(lines) + "\n"
+
+    def write_csv(self, path: Path) -> None:
+        """Spreads become three columns (median, min, max) so the CSV stays numeric."""
+        headers: list[str] = []
+        for header, value in zip(self.headers, self.rows[0] if self.rows else ()):
+            headers += ([f"{header} median", f"{header} min", f"{header} max"]
+                        if hasattr(value, "median") else [header])
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(headers)
+            for row in self.rows:
+                cells: list[object] = []
+                for value in row:
+                    cells += ([round(value.median, 2), round(value.low, 2), round(value.high, 2)]
+                              if hasattr(value, "median") else [value])
+                writer.writerow(cells)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def model_table(timings: Sequence[ModelTiming], clip_label: str, note: str) -> Table:
+    return Table(
+        f"Model families on a {clip_label} clip (ms, median (min-max))",
+        ("model", "backbone", "frames", "input", "weights", "precision", "threads",
+         "preprocessing ms", "inference ms", "total ms"),
+        [(t.model, t.backbone, t.frames, f"{t.input_px}px", t.weights, t.precision, t.threads,
+          t.preprocess_ms, t.inference_ms, t.total_ms) for t in timings], note)
+
+
+def serving_table(results: Sequence[LoadResult], note: str) -> Table:
+    return Table(
+        "Serving, REST end to end", ("request", "clip", "request MB", "concurrency", "requests",
+                                     "failed", "p50 ms", "p95 ms", "p99 ms", "throughput req/s"),
+        [(r.kind, r.clip, r.request_mb, r.concurrency, r.requests, r.failed, r.p50_ms, r.p95_ms,
+          r.p99_ms, f"{r.throughput_rps:.2f}") for r in results], note)
+
+
+def decoding_table(timings: Sequence[DecodeTiming], note: str) -> Table:
+    return Table(
+        "Decoding: sampled frames only versus every frame (ms, median (min-max))",
+        ("clip", "decoder", "sampled frames", "sparse ms", "full ms"),
+        [(t.clip, t.backend, t.sampled_frames, t.sparse_ms, t.full_ms) for t in timings], note)
+
+
+def plot_models(timings: Sequence[ModelTiming], path: Path) -> None:
+    names = [f"{t.model} {t.backbone} {t.frames}f {t.precision}" for t in timings]
+    pre = [t.preprocess_ms.median for t in timings]
+    inf = [t.inference_ms.median for t in timings]
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(names) + 1.5))
+    ax.barh(names, pre, label="preprocessing")
+    ax.barh(names, inf, left=pre, label="inference")
+    spans = [(t.total_ms.median - t.total_ms.low, t.total_ms.high - t.total_ms.median)
+             for t in timings]
+    ax.errorbar([t.total_ms.median for t in timings], names, xerr=list(zip(*spans)), fmt="none",
+                ecolor="black", capsize=3, label="total min-max")
+    ax.set_xlabel("ms per video (median)")
+    ax.invert_yaxis()
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_serving(results: Sequence[LoadResult], path: Path) -> None:
+    fig, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4))
+    series = sorted({(r.kind, r.clip) for r in results})
+    for kind, clip in series:
+        points = sorted((r for r in results if (r.kind, r.clip) == (kind, clip)),
+                        key=lambda r: r.concurrency)
+        levels = [r.concurrency for r in points]
+        latency.plot(levels, [r.p50_ms for r in points], marker="o", label=f"{kind} {clip}")
+        throughput.plot(levels, [r.throughput_rps for r in points], marker="o",
+                        label=f"{kind} {clip}")
+    for ax, label in ((latency, "p50 latency, ms"), (throughput, "throughput, requests/s")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    latency.set_yscale("log")
+    latency.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_decoding(timings: Sequence[DecodeTiming], path: Path) -> None:
+    labels = [f"{t.clip}\n{t.backend}" for t in timings]
+    positions = range(len(labels))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(labels)), 4))
+    ax.bar([p - 0.2 for p in positions], [t.sparse_ms.median for t in timings], width=0.4,
+           label="sampled frames")
+    ax.bar([p + 0.2 for p in positions], [t.full_ms.median for t in timings], width=0.4,
+           label="every frame")
+    ax.set_xticks(list(positions), labels, fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("ms per clip (median)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,96 @@
+"""int8 on CPU: models made by serving.quantize run as int8 (not silently as fp32) and agree
+with the fp32 model; precision and program must match. (bf16 is covered in test_predictor.py:
+it runs close to fp32 or is refused with the reason.)"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving.metadata import load_meta
+from serving.offline import OfflinePredictor
+from serving.precision_check import compare, labelled_inputs, spread_pick
+from serving.predictor import INT8_SOURCE_KEY, Predictor, PredictorError, PredictorSettings
+from serving.quantize import QuantizeError, quantize_model
+from tests.service_client import tiny_model_dir
+from tests.serving_helpers import TINY_LABELS, write_video
+
+CLIPS = 6
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, calibrate_bn) -> Path:
+    return tiny_model_dir(tmp_path_factory, calibrate_bn)
+
+
+@pytest.fixture(scope="module")
+def clip_list(tmp_path_factory) -> Path:
+    """A PaddleVideo list file of real clips, as quantize's calibration and check read it."""
+    folder = tmp_path_factory.mktemp("precision_clips")
+    lines = []
+    for seed in range(CLIPS):
+        write_video(folder / f"clip{seed}.mp4", num_frames=30, seed=seed)
+        lines.append(f"clip{seed}.mp4 {seed % len(TINY_LABELS)}")
+    path = folder / "clips.list"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def int8_dir(model_dir: Path, clip_list: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("int8") / "tiny-int8"
+    quantize_model(model_dir, out, calibration_list=clip_list, clips=4, check_list=clip_list,
+                   check_clips=CLIPS)
+    return out
+
+
+def _probe(model_dir: Path) -> np.ndarray:
+    shape = load_meta(model_dir).inference.input_shape[1:]
+    return np.random.RandomState(0).standard_normal((2, *shape)).astype("float32")
+
+
+def test_int8_precision_needs_a_quantized_model(model_dir: Path) -> None:
+    with pytest.raises(PredictorError, match="holds an fp32 program.*serving.quantize"):
+        Predictor.from_model_dir(model_dir, PredictorSettings(precision="int8"))
+
+
+def test_quantized_model_is_a_complete_model_folder(int8_dir: Path, model_dir: Path,
+                                                    clip_list: Path) -> None:
+    meta = load_meta(int8_dir)
+    assert meta.name == "tiny-int8" and meta.labels == TINY_LABELS
+    assert meta.source[INT8_SOURCE_KEY]["calibration_clips"] == 4
+    assert meta.evaluation["int8_vs_fp32"]["clips"] == CLIPS
+    assert (int8_dir / "label_list.txt").read_text() == (model_dir / "label_list.txt").read_text()
+    assert (int8_dir / "serving_server" / "serving_server_conf.prototxt").is_file()
+    assert not (int8_dir.parent / f".{int8_dir.name}.quantize-tmp").exists()
+    with pytest.raises(QuantizeError, match="already quantised"):
+        quantize_model(int8_dir, int8_dir.parent / "again", calibration_list=clip_list)
+
+
+def test_int8_runs_int8_kernels_and_agrees_with_fp32(int8_dir: Path, model_dir: Path,
+                                                      clip_list: Path) -> None:
+    fp32 = Predictor.from_model_dir(model_dir)
+    int8 = Predictor.from_model_dir(int8_dir, PredictorSettings(precision="int8"))
+    probe = _probe(model_dir)
+    fp32_out, int8_out = fp32.predict(probe), int8.predict(probe)
+    assert np.isfinite(int8_out).all() and int8_out.shape == fp32_out.shape
+    assert not np.allclose(int8_out, fp32_out, atol=1e-4)  # quantised arithmetic really ran
+    inputs = list(labelled_inputs(clip_list, load_meta(model_dir).preprocess, count=CLIPS))
+    agreement = compare(fp32, int8, inputs)
+    assert agreement.clips == CLIPS
+    assert agreement.top1_agreement == 1.0
+    assert agreement.max_abs_diff > 0
+
+
+def test_int8_model_refuses_fp32_and_serves_offline(int8_dir: Path, clip_list: Path) -> None:
+    with pytest.raises(PredictorError, match="int8 \\(quantized\\) program"):
+        Predictor.from_model_dir(int8_dir)
+    offline = OfflinePredictor(int8_dir, PredictorSettings(precision="int8"))
+    prediction = offline.classify((clip_list.parent / "clip0.mp4").read_bytes(), topk=2)
+    assert [c.label for c in prediction.ranked][0] in TINY_LABELS
+
+
+def test_spread_pick_covers_the_whole_list() -> None:
+    assert spread_pick(list(range(10)), 4) == [0, 2, 5, 7]
+    assert spread_pick([1, 2], 5) == [1, 2]

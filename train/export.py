@@ -33,6 +33,7 @@ from train.models.layers import fuse_reparam_
 
 log = logging.getLogger(__name__)
 
+SERVER_SUBDIR = "serving_server"  # where the program lives inside model_repo/<name>/
 INPUT_NAME = "data_batch_0"  # PaddleVideo's exported input name; its clients send this key
 PARITY_TOLERANCE = 1e-4
 _VERSIONED_PACKAGES = ("paddlepaddle", "paddle-serving-server", "numpy", "pillow", "decord",
@@ -43,7 +44,8 @@ class ExportError(RuntimeError):
     """The export could not be written or did not reproduce the model's output."""
 
 
-def _package_versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that produced an export, recorded in its metadata."""
     versions = {}
     for pkg in _VERSIONED_PACKAGES:
         try:
@@ -91,10 +93,8 @@ def export_model(model: paddle.nn.Layer, out_dir: str | Path, *, name: str, vers
     if fmt not in ("auto", "pdmodel", "json"):
         raise ExportError(f"format: 'auto', 'pdmodel' or 'json', got {fmt!r}")
     out_dir = Path(out_dir)
-    tmp_dir = out_dir.with_name(f".{out_dir.name}.export-tmp")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    server_dir = tmp_dir / "serving_server"
-    server_dir.mkdir(parents=True)
+    tmp_dir = new_staging_dir(out_dir)
+    server_dir = tmp_dir / SERVER_SUBDIR
     started = time.perf_counter()
 
     model.eval()
@@ -112,12 +112,12 @@ def export_model(model: paddle.nn.Layer, out_dir: str | Path, *, name: str, vers
         name=name, version=version, architecture=architecture, labels=tuple(labels),
         preprocess=preprocess,
         inference=InferenceSpec(
-            format=written, model_file=f"serving_server/{stem}{suffix}",
-            params_file=f"serving_server/{stem}.pdiparams", input_name=INPUT_NAME,
+            format=written, model_file=f"{SERVER_SUBDIR}/{stem}{suffix}",
+            params_file=f"{SERVER_SUBDIR}/{stem}.pdiparams", input_name=INPUT_NAME,
             input_shape=(-1, num_seg, 3, size, size), output_name="",
             output_shape=(-1, int(expected.shape[1])), format_reason=reason),
         source=dict(source or {}), evaluation=dict(evaluation or {}),
-        exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), package_versions=_package_versions())
+        exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), package_versions=package_versions())
     meta.save(tmp_dir)
     predictor = Predictor.from_model_dir(tmp_dir, PredictorSettings())
     got = predictor.predict(probe)
@@ -126,21 +126,49 @@ def export_model(model: paddle.nn.Layer, out_dir: str | Path, *, name: str, vers
         raise ExportError(f"exported program differs from the model by {diff:.2e} "
                           f"(tolerance {PARITY_TOLERANCE:.0e}); the export in {tmp_dir} was kept "
                           "for inspection and the previous model left in place")
-    meta = ModelMeta.from_dict({**meta.to_dict(), "inference": {
-        **meta.to_dict()["inference"], "output_name": predictor.output_name},
-        "evaluation": {**meta.evaluation, "export_parity_max_abs_diff": diff,
-                       "export_seconds": round(time.perf_counter() - started, 2)}})
-    meta.save(tmp_dir)
-    (tmp_dir / "label_list.txt").write_text(
-        "".join(f"{i} {label}\n" for i, label in enumerate(labels)), encoding="utf-8")
-    write_serving_confs(tmp_dir, meta)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp_dir.rename(out_dir)
+    meta = with_output_name(meta, predictor.output_name, {
+        "export_parity_max_abs_diff": diff,
+        "export_seconds": round(time.perf_counter() - started, 2)})
+    publish_model_dir(tmp_dir, out_dir, meta)
     return meta
 
 
-def _sha256(path: Path) -> str:
+def new_staging_dir(out_dir: Path) -> Path:
+    """An empty `.<name>.export-tmp/` (with its `serving_server/`) next to `out_dir`.
+
+    Everything is written there first and swapped in by `publish_model_dir` only once it works,
+    so a failed export or import never destroys the model being served.
+    """
+    staging = out_dir.with_name(f".{out_dir.name}.export-tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / SERVER_SUBDIR).mkdir(parents=True)
+    return staging
+
+
+def with_output_name(meta: ModelMeta, output_name: str,
+                     evaluation: dict[str, Any]) -> ModelMeta:
+    """`meta` with the program's real output name (known only once Paddle Inference has loaded
+    the program) and extra evaluation entries."""
+    raw = meta.to_dict()
+    inference = {**raw["inference"], "output_name": output_name}
+    return ModelMeta.from_dict({**raw, "inference": inference,
+                                "evaluation": {**meta.evaluation, **evaluation}})
+
+
+def publish_model_dir(staging: Path, out_dir: Path, meta: ModelMeta) -> None:
+    """Writes the metadata, label list and serving confs into `staging`, then replaces `out_dir`
+    with it: the one way a model directory comes into being (export and import alike)."""
+    meta.save(staging)
+    (staging / "label_list.txt").write_text(
+        "".join(f"{i} {label}\n" for i, label in enumerate(meta.labels)), encoding="utf-8")
+    write_serving_confs(staging, meta)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    staging.rename(out_dir)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in blocks (checkpoints are hundreds of MB)."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -161,7 +189,7 @@ def export_from_config(config_path: str, checkpoint: str, name: str, out_root: s
     ckpt = Path(checkpoint)
     if not ckpt.is_file():
         raise ExportError(f"{ckpt}: no such checkpoint (train first with `make train`)")
-    labels = read_label_list(_label_list_path(cfg))
+    labels = read_label_list(label_list_path(cfg))
     model = build_model_from_config(cfg, num_classes=len(labels))
     load_state_dict_by_name(model, load_pdparams(ckpt), strict=True)
     evaluation = {}
@@ -175,11 +203,12 @@ def export_from_config(config_path: str, checkpoint: str, name: str, out_root: s
         version=version or time.strftime("%Y%m%d-%H%M%S"), labels=labels,
         preprocess=preprocess_spec_from_config(cfg), architecture=cfg["model"]["name"],
         source={"config": str(config_path), "checkpoint": str(ckpt),
-                "checkpoint_sha256": _sha256(ckpt), "model": cfg["model"]},
+                "checkpoint_sha256": file_sha256(ckpt), "model": cfg["model"]},
         evaluation=evaluation, fmt=fmt)
 
 
-def _label_list_path(cfg: dict[str, Any]) -> Path:
+def label_list_path(cfg: dict[str, Any]) -> Path:
+    """The class names of a recipe: `export.labels` if given, else the dataset's label list."""
     data = cfg.get("data", {})
     if "labels" in cfg.get("export", {}):
         return Path(cfg["export"]["labels"])

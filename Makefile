@@ -22,14 +22,14 @@ export PYTHONUNBUFFERED := 1
 export SERVING_LOG_PATH := $(CURDIR)/output/serving-logs
 export SERVING_HOME := $(CURDIR)/output/serving-logs
 
-.PHONY: install data train export serve demo test clean help
+.PHONY: install data train export import serve demo test loadtest predict bench clean help
 help:
 	@echo "make demo     # install, data, train, export, serve, classify the test clips"
 	@echo "make test     # the test suite"
 	@echo "make install | data | train | export | serve   (see README.md for variables)"
 
 install: $(STAMP)
-$(STAMP): requirements/base.txt requirements/train.txt requirements/serving-nodeps.txt requirements/install.sh
+$(STAMP): requirements/base.txt requirements/train.txt requirements/onnx.txt requirements/serving-nodeps.txt requirements/install.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	bash requirements/install.sh $(PY) train
 	@touch $@
@@ -42,8 +42,15 @@ data: $(STAMP)
 train: data
 	$(PY) -m train.train -c $(CONFIG) -o data.root=$(DATA) -o train.output_dir=$(OUTPUT) $(ARGS)
 
+# FORMAT=auto|pdmodel|json picks the program format; FORMAT=onnx also writes model.onnx.
 export: $(STAMP)
-	$(PY) -m train.export -c $(CONFIG) -k $(CKPT) -n $(NAME) --format $(FORMAT) -o data.root=$(DATA)
+	$(PY) -m train.export -c $(CONFIG) -k $(CKPT) -n $(NAME) \
+	  --format $(if $(filter onnx,$(FORMAT)),auto,$(FORMAT)) -o data.root=$(DATA)
+	$(if $(filter onnx,$(FORMAT)),$(PY) -m train.onnx_export --model-dir model_repo/$(NAME))
+
+# Imports a model exported by PaddleVideo's own exporter: make import SRC=dir NAME=x CONFIG=recipe
+import: $(STAMP)
+	$(PY) -m train.import_model --src $(SRC) --name $(NAME) -c $(CONFIG)
 
 serve: $(STAMP)
 	$(PY) -m serving.service --model-dir model_repo/$(MODEL) --config pipeline_config/config.yml \
@@ -56,6 +63,19 @@ demo: data
 	  --http-port $(HTTP_PORT) --rpc-port $(RPC_PORT) -- \
 	  $(PY) client/pipeline_http_client.py --url http://127.0.0.1:$(HTTP_PORT)/pptsm/prediction --list $(DATA)/test.list \
 	  --labels $(DATA)/label_list.txt
+
+# 1000 requests at concurrency 16, valid and invalid videos mixed, against model_repo/$(MODEL).
+LOAD_DIR ?= output/loadtest-mix
+loadtest: data
+	rm -rf $(LOAD_DIR) && mkdir -p $(LOAD_DIR)
+	cp $$(ls $(DATA)/videos/test/*/* | head -16) $(LOAD_DIR)/
+	head -c 5000 /dev/urandom > $(LOAD_DIR)/random.mp4
+	head -c 40000 $$(ls $(DATA)/videos/test/*/*.mp4 | head -1) > $(LOAD_DIR)/cut.mp4
+	yes notes | head -500 > $(LOAD_DIR)/text.avi
+	$(PY) -m serving.launcher --model-dir model_repo/$(MODEL) --config pipeline_config/config.yml \
+	  --http-port $(HTTP_PORT) --rpc-port $(RPC_PORT) -- \
+	  $(PY) client/pipeline_http_client.py $(LOAD_DIR) --url http://127.0.0.1:$(HTTP_PORT)/pptsm/prediction \
+	  --concurrency 16 --repeat 50
 
 test: $(STAMP)
 	$(PY) -m pytest tests -q $(ARGS)

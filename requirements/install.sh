@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the project's pinned stack into the Python environment of $1 (a python executable).
 # One recipe for `make install` and the Docker images. Usage: install.sh PYTHON [train]
-# The `train` argument adds the offline-stage extras (VisualDL, matplotlib).
+# The `train` argument adds the offline-stage extras (VisualDL, matplotlib, ONNX export tools).
 set -euo pipefail
 PY="$1"
 WITH_TRAIN="${2:-}"
@@ -12,6 +12,8 @@ PIP=("$PY" -m pip install --disable-pip-version-check --no-input -q)
 "${PIP[@]}" -r "$HERE/base.txt"
 if [ "$WITH_TRAIN" = "train" ]; then
   "${PIP[@]}" -r "$HERE/train.txt" -c "$HERE/base.txt"
+  # ONNX export tools share Paddle Serving's protobuf 3.20 pin (see onnx.txt).
+  "${PIP[@]}" -r "$HERE/onnx.txt" -c "$HERE/base.txt"
 fi
 "${PIP[@]}" --no-deps -r "$HERE/serving-nodeps.txt"
 # paddle-serving-client 0.9.0 ships only a cp39 wheel; the pipeline imports only its pure-Python

@@ -22,6 +22,7 @@ from train.engine.evaluate import evaluate
 from train.engine.losses import smoothed_cross_entropy
 from train.engine.optim import build_lr_schedule, build_optimizer
 from train.engine.plots import plot_training_curves
+from train.engine.precise_bn import recompute_bn_statistics
 from train.recipe import build_model_from_config, preprocess_spec_from_config
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> T
             train_set.set_epoch(epoch)
             loss = _train_one_epoch(model, optimizer, schedule, train_loader, smoothing, writer,
                                     state, f"epoch {epoch + 1}/{epochs}", progress)
+            recompute_bn_statistics(model, train_loader, int(train_cfg.get("precise_bn_batches", 0)))
             result = evaluate(model, val_loader, len(labels), desc="val", progress=progress)
             state.epoch = epoch + 1
             state.history.append({"epoch": epoch + 1, "loss": loss, "val_top1": result.top1,

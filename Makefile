@@ -1,6 +1,7 @@
 # Every target installs what it needs first (the virtualenv is created on demand).
 # Variables: CONFIG (recipe), CKPT (checkpoint), NAME (export name), MODEL (served model),
-# DATA (synthetic dataset folder), VIDEO (file or folder for predict), ARGS (extra arguments).
+# DATA (synthetic dataset folder), DATA_ARGS (generator flags), VIDEO (file or folder for predict),
+# ARGS (extra arguments for the train/test command).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -34,10 +35,10 @@ $(STAMP): requirements/base.txt requirements/train.txt requirements/onnx.txt req
 	bash requirements/install.sh $(PY) train
 	@touch $@
 
-# The dataset is generated once; delete $(DATA) (or pass ARGS=--force) to regenerate.
+# The dataset is generated once; DATA_ARGS=--force regenerates it (see --help for counts, seed).
 data: $(STAMP)
-	@if [ -f $(DATA)/test.list ] && [ -z "$(ARGS)" ]; then echo "$(DATA) exists; skipping (ARGS=--force regenerates)"; \
-	else $(PY) -m train.data.synthetic --out $(DATA) $(ARGS); fi
+	@if [ -f $(DATA)/test.list ] && [ -z "$(DATA_ARGS)" ]; then echo "$(DATA) exists; skipping (DATA_ARGS=--force regenerates)"; \
+	else $(PY) -m train.data.synthetic --out $(DATA) $(DATA_ARGS); fi
 
 train: data
 	$(PY) -m train.train -c $(CONFIG) -o data.root=$(DATA) -o train.output_dir=$(OUTPUT) $(ARGS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -17,6 +18,8 @@ from serving.metadata import PreprocessSpec
 from serving.offline import DecodeSettings, network_input
 from serving.predictor import Predictor
 from serving.stages import ranked_classes
+
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class Agreement:
                 "candidate_accuracy": round(self.candidate_accuracy, 4)}
 
 
-def spread_pick(items: Sequence, count: int) -> list:
+def spread_pick(items: Sequence[Item], count: int) -> list[Item]:
     """`count` items taken at even steps through `items` (all of them if count is larger):
     list files are usually grouped by class, so the first `count` lines would miss classes."""
     if count >= len(items):

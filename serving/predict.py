@@ -21,7 +21,7 @@ from pathlib import Path
 
 from serving.errors import ServiceError
 from serving.metadata import MetadataError
-from serving.offline import DecodeSettings, OfflinePredictor, Prediction
+from serving.offline import OfflinePredictor, Prediction
 from serving.predictor import CPU_PRECISIONS, PredictorError, PredictorSettings
 from serving.preprocess.decode import BACKENDS
 from serving.protocol import MODES

@@ -29,7 +29,8 @@ if str(REPO_ROOT) not in sys.path:  # also when run as the export subprocess
 
 from train.models import build_model, list_models  # noqa: E402
 from train.models.checkpoint import load_state_dict_by_name  # noqa: E402
-from train.models.pptsm_mobilenet_v3 import HardSqueezeExcite  # noqa: E402
+from train.models.layers import SqueezeExcite  # noqa: E402
+from train.models.pptsm_mobilenet_v3 import se_hardsigmoid  # noqa: E402
 
 LOGITS_ATOL = 1e-4
 PROBE_RTOL = 1e-4  # relative to the activation's magnitude (max of std and mean |x|)
@@ -206,7 +207,7 @@ def test_clips_in_a_batch_are_classified_independently(builder: str, calibrate_b
 
 def test_mv3_se_gate_is_paddle_hardsigmoid() -> None:
     paddle.seed(3)
-    se = HardSqueezeExcite(8)
+    se = SqueezeExcite(8, se_hardsigmoid)
     x = paddle.randn([2, 8, 5, 5])
     with paddle.no_grad():
         pooled = x.mean(axis=[2, 3], keepdim=True)

@@ -18,7 +18,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from train.models.heads import FrameConsensus
-from train.models.layers import ConvBN, TemporalShift, multiply
+from train.models.layers import ConvBN, SqueezeExcite, TemporalShift
 from train.models.recognizer import Recognizer2D
 from train.models.registry import register_model
 
@@ -26,7 +26,6 @@ EXPORT_NAME = "ppTSM"
 STEM_CHANNELS = 16
 LAST_STAGE_CHANNELS = 960
 FEATURE_DIM = 1280
-SE_REDUCTION = 4
 SE_GATE_SLOPE = 0.2
 SE_GATE_OFFSET = 0.5
 
@@ -76,20 +75,9 @@ class ConvBNAct(ConvBN):
         self.act = act() if act is not None else None
 
 
-class HardSqueezeExcite(nn.Layer):
-    """Channel gating: pool -> 1x1 (C/4) -> ReLU -> 1x1 (C) -> hardsigmoid(0.2, 0.5) -> scale."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.avg_pool = nn.AdaptiveAvgPool2D(1)
-        self.conv1 = nn.Conv2D(channels, channels // SE_REDUCTION, 1)
-        self.relu = nn.ReLU()
-        self.conv2 = nn.Conv2D(channels // SE_REDUCTION, channels, 1)
-
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        gate = self.conv2(self.relu(self.conv1(self.avg_pool(x))))
-        gate = F.hardsigmoid(gate, slope=SE_GATE_SLOPE, offset=SE_GATE_OFFSET)
-        return multiply(x, gate)
+def se_hardsigmoid(x: paddle.Tensor) -> paddle.Tensor:
+    """MobileNetV3's SE gate as PaddleVideo computes it: clip(0.2 x + 0.5, 0, 1)."""
+    return F.hardsigmoid(x, slope=SE_GATE_SLOPE, offset=SE_GATE_OFFSET)
 
 
 class ResidualUnit(nn.Layer):
@@ -104,7 +92,7 @@ class ResidualUnit(nn.Layer):
         self.expand_conv = ConvBNAct(in_channels, hidden, 1, act=spec.act)
         self.bottleneck_conv = ConvBNAct(hidden, hidden, spec.kernel_size, stride=spec.stride,
                                          groups=hidden, act=spec.act)
-        self.mid_se = HardSqueezeExcite(hidden) if spec.use_se else None
+        self.mid_se = SqueezeExcite(hidden, se_hardsigmoid) if spec.use_se else None
         self.linear_conv = ConvBNAct(hidden, spec.out_channels, 1)
         if spec.stride == 1 and in_channels == spec.out_channels:
             self.shift = TemporalShift(num_seg, 1.0 / num_seg)

@@ -15,6 +15,7 @@ import paddle.nn as nn
 
 from train.models.layers import (
     ConvBN,
+    SqueezeExcite,
     TemporalShift,
     fuse_branches_into_conv,
     multiply,
@@ -27,7 +28,6 @@ EXPORT_NAME = "ppTSMv2"
 STEM_CHANNELS = (32, 64)
 FEATURE_DIM = 1280  # last_conv width (PaddleClas' `class_expand`); not scaled by width_mult
 TEMPORAL_STAGE = 2  # attention and shift act on the input of stages.2 only (cheapest place)
-SE_REDUCTION = 4
 CHANNEL_DIVISOR = 8
 
 
@@ -66,21 +66,6 @@ def scale_channels(channels: int, width_mult: float) -> int:
     return rounded
 
 
-class SqueezeExcite(nn.Layer):
-    """Channel gating: pool -> 1x1 (C/4) -> ReLU -> 1x1 (C) -> true sigmoid -> scale."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.avg_pool = nn.AdaptiveAvgPool2D(1)
-        self.conv1 = nn.Conv2D(channels, channels // SE_REDUCTION, 1)
-        self.relu = nn.ReLU()
-        self.conv2 = nn.Conv2D(channels // SE_REDUCTION, channels, 1)
-
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        gate = self.conv2(self.relu(self.conv1(self.avg_pool(x))))
-        return multiply(x, sigmoid(gate))
-
-
 class DepthwiseSeparable(nn.Layer):
     """PP-LCNetV2 block: depthwise conv+BN -> ReLU -> [SE] -> pointwise -> [+ input].
 
@@ -93,7 +78,7 @@ class DepthwiseSeparable(nn.Layer):
         super().__init__()
         self._build_depthwise(in_channels, kernel_size, stride)
         self.act = nn.ReLU()
-        self.se = SqueezeExcite(in_channels) if use_se else None
+        self.se = SqueezeExcite(in_channels, sigmoid) if use_se else None
         self.split_pw = split_pw
         if split_pw:
             self.pw_conv_1 = ConvBN(in_channels, out_channels // 2, 1)

@@ -78,6 +78,14 @@ loadtest: data
 	  $(PY) client/pipeline_http_client.py $(LOAD_DIR) --url http://127.0.0.1:$(HTTP_PORT)/pptsm/prediction \
 	  --concurrency 16 --repeat 50
 
+# In-process prediction with the service's own code: make predict VIDEO=clip.mp4 [MODEL=pptsm]
+predict: $(STAMP)
+	$(PY) -m serving.predict --model-dir model_repo/$(MODEL) --video $(VIDEO) $(ARGS)
+
+# Latency tables, serving throughput, decoding; QUICK=1 for a smoke run (< 3 minutes).
+bench: $(STAMP)
+	$(PY) -m tests.bench.run_bench $(if $(QUICK),--quick) $(ARGS)
+
 test: $(STAMP)
 	$(PY) -m pytest tests -q $(ARGS)
 

@@ -54,3 +54,17 @@ def build_optimizer(cfg: dict[str, Any], parameters: list, schedule: lr_sched.LR
 def _grad_clip(cfg: dict[str, Any]) -> paddle.nn.ClipGradByGlobalNorm | None:
     clip = cfg.get("grad_clip_norm")
     return paddle.nn.ClipGradByGlobalNorm(float(clip)) if clip else None
+
+
+def zero_init_classifier(model: paddle.nn.Layer) -> int:
+    """Zeroes the classifier (`backbone.fc` / `head.fc`, the layer official checkpoints name
+    `fc`) so that a from-scratch run starts at uniform predictions (loss = ln C) instead of the
+    large random logits of 1280 un-normalised features, which cost short CPU runs their first
+    epochs. Returns the number of layers zeroed."""
+    zeroed = 0
+    for name, layer in model.named_sublayers():
+        if name in ("backbone.fc", "head.fc") and isinstance(layer, paddle.nn.Linear):
+            layer.weight.set_value(paddle.zeros_like(layer.weight))
+            layer.bias.set_value(paddle.zeros_like(layer.bias))
+            zeroed += 1
+    return zeroed

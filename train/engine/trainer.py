@@ -20,7 +20,7 @@ from train.data.video_dataset import VideoClipDataset
 from train.engine.checkpoints import TrainState, load_latest, save_best, save_latest
 from train.engine.evaluate import evaluate
 from train.engine.losses import smoothed_cross_entropy
-from train.engine.optim import build_lr_schedule, build_optimizer
+from train.engine.optim import build_lr_schedule, build_optimizer, zero_init_classifier
 from train.engine.plots import plot_training_curves
 from train.engine.precise_bn import recompute_bn_statistics
 from train.recipe import build_model_from_config, preprocess_spec_from_config
@@ -61,6 +61,8 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> T
     val_loader = _loader(val_set, batch_size, False, workers, seed)
 
     model = build_model_from_config(cfg, num_classes=len(labels))
+    if train_cfg.get("zero_init_classifier"):
+        zero_init_classifier(model)
     epochs = int(train_cfg["epochs"])
     schedule = build_lr_schedule(section(cfg, "optimizer"), len(train_loader), epochs, batch_size)
     optimizer = build_optimizer(section(cfg, "optimizer"), model.parameters(), schedule)

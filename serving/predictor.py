@@ -13,12 +13,15 @@ Thread safety: a Paddle predictor must not run in two threads at once, and on pa
 ("Tensor holds no memory", "Filter tensor's layout should be ONEDNN"). So all
 `settings.instances` predictors are cloned up front, before anything runs, and kept in a pool:
 `predict` borrows one, runs, and gives it back. One `Predictor` is therefore safe to share
-between the threads of a Paddle Serving op; at most `instances` calls run at once, the others
-wait. Clones share the weights, so each extra instance costs only activation memory.
+between the threads of a Paddle Serving op. The runs themselves are serialised by a lock:
+cloned predictors running at the same moment under oneDNN fail intermittently on 3.3.1
+("could not execute a primitive", seen in tests/test_predictor.py), and Paddle Inference holds
+the GIL while it runs, so overlapping runs would gain nothing anyway (measured; see README).
 """
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,6 +267,7 @@ class Predictor:
         # The output name differs between legacy programs (the last layer's variable) and PIR
         # programs (`fetch_name_0`); position 0 is stable. The exporter records the name.
         self.output_name: str = template.get_output_names()[0]
+        self._run_lock = threading.Lock()
         self._pool: queue.SimpleQueue = queue.SimpleQueue()
         self._pool.put(template)
         for _ in range(settings.instances - 1):
@@ -288,7 +292,8 @@ class Predictor:
             feed = predictor.get_input_handle(self.input_name)
             feed.reshape(list(batch.shape))
             feed.copy_from_cpu(np.ascontiguousarray(batch))
-            predictor.run()
+            with self._run_lock:
+                predictor.run()
             return predictor.get_output_handle(self.output_name).copy_to_cpu()
         finally:
             self._pool.put(predictor)

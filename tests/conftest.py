@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -21,13 +20,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-DEFAULT_REFERENCE_DIR = Path("/work/shared/reference")
+from tests.reference_paths import REFERENCE_DIR  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    """The reference oracle folder (env PPTSM_REFERENCE_DIR or /work/shared/reference)."""
-    path = Path(os.environ.get("PPTSM_REFERENCE_DIR", DEFAULT_REFERENCE_DIR))
+    """The reference oracle folder (env PPTSM_REFERENCE_DIR or ../shared/reference)."""
+    path = REFERENCE_DIR
     if not (path / "manifests").is_dir():
         pytest.skip(f"reference oracle not found at {path} (set PPTSM_REFERENCE_DIR)")
     return path

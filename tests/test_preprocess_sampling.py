@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
+
+from tests.reference_paths import REFERENCE_DIR
 
 from serving.metadata import PreprocessSpec
 from serving.preprocess.pipeline import sample_indices
@@ -18,7 +19,7 @@ from serving.preprocess.sampling import (
     uniform_indices,
 )
 
-ORACLE = Path(os.environ.get("PPTSM_REFERENCE_DIR", "/work/shared/reference")) / \
+ORACLE = REFERENCE_DIR / \
     "preprocess" / "preprocess_oracle.json"
 
 

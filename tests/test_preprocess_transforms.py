@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.reference_paths import REFERENCE_DIR
 from PIL import Image
 
 from serving.metadata import PreprocessSpec
@@ -26,7 +27,7 @@ from serving.preprocess.transforms import (
     three_crop_origins,
 )
 
-PREPROCESS_DIR = Path(os.environ.get("PPTSM_REFERENCE_DIR", "/work/shared/reference")) / \
+PREPROCESS_DIR = REFERENCE_DIR / \
     "preprocess"
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

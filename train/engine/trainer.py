@@ -37,8 +37,7 @@ class TrainResult:
     output_dir: Path
 
 
-def _loader(dataset: VideoClipDataset, batch_size: int, shuffle: bool, workers: int,
-            seed: int) -> DataLoader:
+def _loader(dataset: VideoClipDataset, batch_size: int, shuffle: bool, workers: int) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle,
                       num_workers=workers, use_shared_memory=False)
 
@@ -57,8 +56,8 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> T
     val_set = VideoClipDataset(read_list_file(root / data_cfg["val_list"], root), spec, "uniform")
     batch_size = int(train_cfg.get("batch_size", 8))
     workers = int(data_cfg.get("num_workers", 0))
-    train_loader = _loader(train_set, batch_size, True, workers, seed)
-    val_loader = _loader(val_set, batch_size, False, workers, seed)
+    train_loader = _loader(train_set, batch_size, True, workers)
+    val_loader = _loader(val_set, batch_size, False, workers)
 
     model = build_model_from_config(cfg, num_classes=len(labels))
     if train_cfg.get("zero_init_classifier"):

@@ -10,18 +10,18 @@ paddle 3.3.1 (see shared/reference/EXPORT_FACTS.md):
 
 Thread safety: a Paddle predictor must not run in two threads at once, and on paddle 3.3.1
 `clone()` itself corrupts the clone when another predictor of the same program is running
-("Tensor holds no memory", "Filter tensor's layout should be ONEDNN"). So all
-`settings.instances` predictors are cloned up front, before anything runs, and kept in a pool:
-`predict` borrows one, runs, and gives it back. One `Predictor` is therefore safe to share
-between the threads of a Paddle Serving op. The runs themselves are serialised by a lock:
-cloned predictors running at the same moment under oneDNN fail intermittently on 3.3.1
-("could not execute a primitive", seen in tests/test_predictor.py), and Paddle Inference holds
-the GIL while it runs, so overlapping runs would gain nothing anyway (measured; see README).
+("Tensor holds no memory", "Filter tensor's layout should be ONEDNN"). So predictors are cloned
+up front, before anything runs, and kept in a pool: `predict` borrows one for the whole
+feed-run-fetch and gives it back, which makes one `Predictor` safe to share between the threads
+of a Paddle Serving op. On CPU the pool holds a single predictor whatever `instances` says:
+cloned oneDNN predictors fail intermittently on 3.3.1 ("could not execute a primitive") even
+when their runs are serialised, because they share oneDNN's primitive cache, and Paddle
+Inference holds the GIL while it runs, so clones would gain nothing on CPU anyway (measured;
+see README). On GPU each of `instances` clones runs on its own.
 """
 from __future__ import annotations
 
 import queue
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +77,7 @@ class PredictorSettings:
     tensorrt_min_subgraph_size: int = 3
     tensorrt_workspace_mb: int = 1024
     max_batch_size: int = 1
-    instances: int = 1  # predictors that may run at the same time (the op's concurrency)
+    instances: int = 1  # GPU: predictors that may run at the same time; CPU always runs one
 
     def validate(self) -> None:
         if self.device not in ("cpu", "gpu"):
@@ -267,10 +267,10 @@ class Predictor:
         # The output name differs between legacy programs (the last layer's variable) and PIR
         # programs (`fetch_name_0`); position 0 is stable. The exporter records the name.
         self.output_name: str = template.get_output_names()[0]
-        self._run_lock = threading.Lock()
         self._pool: queue.SimpleQueue = queue.SimpleQueue()
         self._pool.put(template)
-        for _ in range(settings.instances - 1):
+        clones = settings.instances - 1 if settings.device != "cpu" else 0
+        for _ in range(clones):
             self._pool.put(template.clone())
 
     @classmethod
@@ -292,8 +292,7 @@ class Predictor:
             feed = predictor.get_input_handle(self.input_name)
             feed.reshape(list(batch.shape))
             feed.copy_from_cpu(np.ascontiguousarray(batch))
-            with self._run_lock:
-                predictor.run()
+            predictor.run()
             return predictor.get_output_handle(self.output_name).copy_to_cpu()
         finally:
             self._pool.put(predictor)

@@ -68,7 +68,7 @@ def test_plain_cpu_without_onednn_matches(model_dirs, predictors) -> None:
 
 
 def test_one_predictor_is_safe_to_share_between_threads(model_dirs) -> None:
-    """More threads than instances: the pool makes the extra thread wait, and no result mixes."""
+    """Four threads on one CPU predictor: they take turns, and no result mixes."""
     predictor = Predictor.from_model_dir(model_dirs["pdmodel"], PredictorSettings(instances=3))
     inputs = [_clips(2, seed=10 + i) for i in range(4)]
     expected = [predictor.predict(x) for x in inputs]

@@ -1,16 +1,33 @@
 #!/usr/bin/env bash
 # Installs the project's pinned stack into the Python environment of $1 (a python executable).
-# One recipe for `make install` and the Docker images. Usage: install.sh PYTHON [train]
-# The `train` argument adds the offline-stage extras (VisualDL, matplotlib, ONNX export tools).
+# One recipe for `make install` and the Docker images. Usage: install.sh PYTHON [train] [gpu]
+# `train` adds the offline-stage extras (VisualDL, matplotlib, ONNX export tools).
+# `gpu` installs the CUDA build of Paddle (gpu.txt) in place of base.txt's CPU wheel; everything
+# else in base.txt is installed unchanged (docker/Dockerfile.gpu).
 set -euo pipefail
 PY="$1"
-WITH_TRAIN="${2:-}"
+shift
+WITH_TRAIN=""
+WITH_GPU=""
+for option in "$@"; do
+  case "$option" in
+    train) WITH_TRAIN=1 ;;
+    gpu) WITH_GPU=1 ;;
+    *) echo "install.sh: unknown option '$option' (expected: train, gpu)" >&2; exit 2 ;;
+  esac
+done
 HERE="$(cd "$(dirname "$0")" && pwd)"
 PIP=("$PY" -m pip install --disable-pip-version-check --no-input -q)
 
 "${PIP[@]}" --upgrade pip==25.3
-"${PIP[@]}" -r "$HERE/base.txt"
-if [ "$WITH_TRAIN" = "train" ]; then
+if [ -n "$WITH_GPU" ]; then
+  "${PIP[@]}" -r "$HERE/gpu.txt"
+  # base.txt minus its CPU Paddle pin: both wheels would install the same `paddle` package.
+  "${PIP[@]}" -r <(grep -v '^paddlepaddle==' "$HERE/base.txt")
+else
+  "${PIP[@]}" -r "$HERE/base.txt"
+fi
+if [ -n "$WITH_TRAIN" ]; then
   "${PIP[@]}" -r "$HERE/train.txt" -c "$HERE/base.txt"
   # ONNX export tools share Paddle Serving's protobuf 3.20 pin (see onnx.txt).
   "${PIP[@]}" -r "$HERE/onnx.txt" -c "$HERE/base.txt"

@@ -76,6 +76,9 @@ class PredictorSettings:
     use_tensorrt: bool = False
     tensorrt_min_subgraph_size: int = 3
     tensorrt_workspace_mb: int = 1024
+    # Folder for serialised TensorRT engines ("" = none): with it, a restart loads the engines
+    # built by an earlier start instead of spending minutes building them again.
+    tensorrt_cache_dir: str = ""
     max_batch_size: int = 1
     instances: int = 1  # GPU: predictors that may run at the same time; CPU always runs one
 
@@ -100,7 +103,7 @@ class PredictorSettings:
                                 instances: int) -> "PredictorSettings":
         """Maps Paddle Serving's documented `local_service_conf` keys (device_type, devices,
         thread_num, use_mkldnn, mkldnn_cache_capacity, precision, ir_optim, mem_optim,
-        min_subgraph_size) onto settings, so the service is configured the way any Paddle
+        min_subgraph_size) onto settings, plus this service's own `tensorrt_cache_dir`, so the service is configured the way any Paddle
         Serving op is, although it runs its own predictor. Only the first id of `devices` is
         used: one op drives one device."""
         device_type = int(conf.get("device_type", SERVING_DEVICE_CPU))
@@ -124,6 +127,7 @@ class PredictorSettings:
             use_tensorrt=device_type == SERVING_DEVICE_TENSORRT,
             tensorrt_min_subgraph_size=int(
                 conf.get("min_subgraph_size", defaults.tensorrt_min_subgraph_size)),
+            tensorrt_cache_dir=str(conf.get("tensorrt_cache_dir", "") or ""),
             max_batch_size=max_batch_size,
             instances=instances,
         )
@@ -189,6 +193,13 @@ def _configure_gpu(config, settings: PredictorSettings, input_name: str,
     config.enable_use_gpu(settings.gpu_memory_mb, settings.gpu_id)
     if not settings.use_tensorrt:
         return
+    if settings.tensorrt_cache_dir:
+        cache = Path(settings.tensorrt_cache_dir)
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PredictorError(f"tensorrt_cache_dir {cache}: cannot create it ({exc})") from exc
+        config.set_optim_cache_dir(str(cache))
     precision = {
         "fp32": paddle_inference.PrecisionType.Float32,
         "fp16": paddle_inference.PrecisionType.Half,
@@ -199,7 +210,7 @@ def _configure_gpu(config, settings: PredictorSettings, input_name: str,
         max_batch_size=settings.max_batch_size,
         min_subgraph_size=settings.tensorrt_min_subgraph_size,
         precision_mode=precision,
-        use_static=False,
+        use_static=bool(settings.tensorrt_cache_dir),  # serialise engines into the cache dir
         use_calib_mode=settings.precision == "int8",
     )
     # The batch is the only dynamic dimension of a PP-TSM input [N, T, 3, S, S].

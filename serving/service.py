@@ -3,6 +3,9 @@
     python -m serving.service --model-dir model_repo/pptsm --config pipeline_config/config.yml \
         [--http-port 18080] [--rpc-port 9993]
 
+In containers the same settings come from PPTSM_* environment variables (serving.env_overrides:
+model folder, config, ports, threads, batch size, precision); command-line options win over them.
+
 Serves `POST /pptsm/prediction` (HTTP, through Paddle Serving's Go gateway) and the gRPC
 `PipelineService` (for `paddle_serving_server.pipeline.PipelineClient`). Every preprocessing
 parameter comes from `<model-dir>/model_meta.json`; the config holds only how to serve (ports,
@@ -16,7 +19,9 @@ goes to `request_log.path` (default: stderr). SIGTERM or SIGINT stop the service
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -26,12 +31,13 @@ import yaml
 from serving import compat  # noqa: F401  (must precede the Paddle Serving import)
 from paddle_serving_server.web_service import WebService  # noqa: E402
 
+from serving import env_overrides  # noqa: E402
 from serving.metadata import MetadataError, ModelMeta, load_meta  # noqa: E402
 from serving.metrics import ServiceMetrics, serving_registry  # noqa: E402
 from serving.observer import RequestObserver  # noqa: E402
 from serving.ops import DecodeOp, KeyValueRequestOp, NormalizeOp, PPTSMOp, SampleOp  # noqa: E402
 from serving.predictor import Predictor, PredictorError, PredictorSettings  # noqa: E402
-from serving.preprocess.decode import BACKENDS, DecodeLimits  # noqa: E402
+from serving.preprocess.decode import DecodeLimits, backend_order  # noqa: E402
 from serving.request_log import configure_request_log  # noqa: E402
 from serving.server import serve  # noqa: E402
 
@@ -124,8 +130,10 @@ def _request_log_path(conf: dict[str, Any]) -> Path | None:
 
 
 def load_service_config(path: Path, *, http_port: int | None, rpc_port: int | None,
-                        meta: ModelMeta, prometheus_port: int | None = None) -> ServiceConfig:
-    """Reads config.yml, applies the command-line ports and validates what this service needs."""
+                        meta: ModelMeta, prometheus_port: int | None = None,
+                        environ: Mapping[str, str] | None = None) -> ServiceConfig:
+    """Reads config.yml, applies the PPTSM_* variables of `environ` (none when None), then the
+    command-line ports, and validates what this service needs."""
     try:
         conf = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
@@ -134,6 +142,11 @@ def load_service_config(path: Path, *, http_port: int | None, rpc_port: int | No
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(conf, dict):
         raise ConfigError(f"{path}: must be a YAML mapping")
+    if environ is not None:
+        try:
+            conf = env_overrides.apply_env_overrides(conf, environ)
+        except env_overrides.EnvOverrideError as exc:
+            raise ConfigError(str(exc)) from None
     if http_port is not None:
         conf["http_port"] = http_port
     if rpc_port is not None:
@@ -142,9 +155,11 @@ def load_service_config(path: Path, *, http_port: int | None, rpc_port: int | No
         conf["dag"] = {**_section(conf, "dag"), "prometheus_port": prometheus_port}
     _check_dag(conf)
     decode = _section(conf, "decode")
-    backend = decode.get("backend", "auto")
-    if backend != "auto" and backend not in BACKENDS:
-        raise ConfigError(f"decode.backend: 'auto' or one of {', '.join(BACKENDS)}, got {backend!r}")
+    backend = str(decode.get("backend", "auto"))
+    try:
+        backend_order(backend)
+    except ValueError as exc:
+        raise ConfigError(f"decode.backend: {exc}") from None
     model_op = _section(conf, "op")[MODEL_OP]
     batch_size = int(model_op.get("batch_size", 1))
     views_per_request = max(1, meta.preprocess.dense_clips * meta.preprocess.dense_crops)
@@ -198,10 +213,12 @@ def _metrics_note(conf: dict[str, Any]) -> str:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Serve a PP-TSM model with Paddle Serving.")
-    parser.add_argument("--model-dir", required=True, type=Path,
-                        help="exported model folder, e.g. model_repo/pptsm")
-    parser.add_argument("--config", default=Path("pipeline_config/config.yml"), type=Path,
-                        help="Paddle Serving pipeline config (default pipeline_config/config.yml)")
+    parser.add_argument("--model-dir", type=Path,
+                        help=f"exported model folder, e.g. model_repo/pptsm "
+                        f"(default: ${env_overrides.MODEL_DIR})")
+    parser.add_argument("--config", type=Path,
+                        help=f"Paddle Serving pipeline config (default: ${env_overrides.CONFIG}, "
+                        f"else {env_overrides.DEFAULT_CONFIG})")
     parser.add_argument("--http-port", type=int, help="overrides http_port of the config")
     parser.add_argument("--rpc-port", type=int, help="overrides rpc_port of the config")
     parser.add_argument("--prometheus-port", type=int,
@@ -212,14 +229,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
-        meta = load_meta(args.model_dir)
-        config = load_service_config(args.config, http_port=args.http_port,
-                                     rpc_port=args.rpc_port, meta=meta,
-                                     prometheus_port=args.prometheus_port)
-        predictor = Predictor(args.model_dir, meta, config.predictor)
-    except (ConfigError, MetadataError, PredictorError) as exc:
+        model_dir = env_overrides.resolve_model_dir(args.model_dir, os.environ)
+        meta = load_meta(model_dir)
+        config = load_service_config(env_overrides.resolve_config(args.config, os.environ),
+                                     http_port=args.http_port, rpc_port=args.rpc_port, meta=meta,
+                                     prometheus_port=args.prometheus_port, environ=os.environ)
+        predictor = Predictor(model_dir, meta, config.predictor)
+    except (ConfigError, MetadataError, PredictorError, env_overrides.EnvOverrideError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from_env = env_overrides.describe(os.environ)
+    if from_env:
+        print(f"settings from the environment: {from_env}", flush=True)
     print(f"serving {meta.name} {meta.version} ({meta.architecture}, {meta.num_classes} classes, "
           f"{meta.inference.format}) on http port {config.serving.get('http_port')}, rpc port "
           f"{config.serving.get('rpc_port')}{_metrics_note(config.serving)}", flush=True)

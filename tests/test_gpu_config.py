@@ -44,6 +44,10 @@ def test_gpu_config_asks_for_tensorrt_fp16_sized_for_the_model(model_dir) -> Non
     config = load_service_config(GPU_CONFIG, http_port=None, rpc_port=None, meta=meta)
     settings = config.predictor
     assert (settings.device, settings.use_tensorrt, settings.precision) == ("gpu", True, "fp16")
+    # The engine cache is the folder the GPU compose service keeps on a volume.
+    compose = yaml.safe_load((CONFIG_DIR.parent / "docker-compose.yml").read_text())
+    volumes = compose["services"]["pptsm-gpu"]["volumes"]
+    assert settings.tensorrt_cache_dir in [volume["target"] for volume in volumes]
     batch_size = config.serving["op"]["pptsm"]["batch_size"]
     dense_views = meta.preprocess.dense_clips * meta.preprocess.dense_crops
     # The engine's dynamic batch range is [1, max_batch_size]: a lone uniform request is 1 view,

@@ -2,7 +2,7 @@
 
     python -m serving.predict --model-dir model_repo/NAME --video FILE_OR_FOLDER [--topk K]
         [--mode uniform|dense] [--config pipeline_config/config.yml] [--threads N]
-        [--precision fp32|bf16|int8] [--backend auto|decord|pyav|opencv]
+        [--precision fp32|bf16|int8] [--backend auto|pyav|decord|opencv|ORDER]
         [--benchmark N [--warmup W]]
 
 Prints the top-k classes of every video. With `--benchmark N` it then runs each video W times
@@ -23,7 +23,7 @@ from serving.errors import ServiceError
 from serving.metadata import MetadataError
 from serving.offline import OfflinePredictor, Prediction
 from serving.predictor import CPU_PRECISIONS, PredictorError, PredictorSettings
-from serving.preprocess.decode import BACKENDS
+from serving.preprocess.decode import backend_order
 from serving.protocol import MODES
 from serving.spread import Spread
 
@@ -82,7 +82,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="take predictor and decode settings from this pipeline config")
     parser.add_argument("--threads", type=int, help="CPU math threads (default 2)")
     parser.add_argument("--precision", choices=CPU_PRECISIONS, help="CPU precision (default fp32)")
-    parser.add_argument("--backend", choices=("auto", *BACKENDS), help="video decoder (default auto)")
+    parser.add_argument("--backend", type=_backend,
+                        help="video decoder: auto (default), pyav, decord, opencv or an order "
+                             "such as decord,pyav")
     parser.add_argument("--benchmark", type=int, metavar="N", default=0,
                         help="time N runs per video after warm-up and print a table")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up runs per video (default 2)")
@@ -90,6 +92,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.benchmark < 0 or args.warmup < 0:
         parser.error("--benchmark and --warmup must be >= 0")
     return args
+
+
+def _backend(value: str) -> str:
+    try:
+        backend_order(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def _load(args: argparse.Namespace) -> OfflinePredictor:

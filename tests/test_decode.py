@@ -21,6 +21,7 @@ from serving.preprocess.decode import (
     BACKENDS,
     DecodeLimits,
     ShortVideoError,
+    backend_order,
     decode_all,
     open_video,
     read_sampled,
@@ -182,16 +183,29 @@ def test_a_source_can_read_backwards_after_reading_forwards(videos, temp_dir, ba
         assert_frames_are(video.read([2, 1]), [2, 1], reference)
 
 
-def test_auto_prefers_decord(videos):
+def test_auto_prefers_pyav(videos):
     with open_video(videos("mp4v.mp4")) as video:
-        assert video.backend == "decord"
+        assert video.backend == "pyav"
 
 
-def test_auto_falls_back_to_pyav_when_decord_cannot_open_the_stream(temp_dir):
+@pytest.mark.parametrize("backend, message", [
+    ("ffmpeg", "got 'ffmpeg'"), ("pyav,pyav", "without repeats"), ("", "got ''"),
+])
+def test_a_bad_backend_order_is_refused_with_its_value(backend, message):
+    with pytest.raises(ValueError, match=message):
+        backend_order(backend)
+
+
+def test_a_backend_order_is_tried_in_the_order_given():
+    assert backend_order("auto") == ("pyav", "decord", "opencv")
+    assert backend_order("decord, opencv") == ("decord", "opencv")
+
+
+def test_an_order_falls_back_to_pyav_when_decord_cannot_open_the_stream(temp_dir):
     """decord 0.6 has no AV1 decoder; PyAV's FFmpeg has one."""
     data = _encode_pyav("mp4", "libsvtav1", width=64, height=64, num_frames=12,
                         options={"preset": "12"})
-    with open_video(data, temp_dir=temp_dir) as video:
+    with open_video(data, backend="decord,pyav", temp_dir=temp_dir) as video:
         assert video.backend == "pyav"
         assert_frames_are(video.read([0, 6, 11]), [0, 6, 11], sequential_decode(data))
     with pytest.raises(DecodeError, match="no available decoder can read its 'av1' video"):
@@ -343,12 +357,12 @@ def _decord_rejects_72_pixel_wide_frames() -> bytes:
     lambda videos: _with_damaged_tail(videos("mjpg.avi"), damaged=6),
     lambda videos: _decord_rejects_72_pixel_wide_frames(),
 ], ids=["damaged packets", "72 px wide"])
-def test_auto_hands_over_to_pyav_when_decord_fails_to_decode(videos, temp_dir, make_data):
+def test_an_order_hands_over_to_pyav_when_decord_fails_to_decode(videos, temp_dir, make_data):
     data = make_data(videos)
     with open_video(data, backend="decord", temp_dir=temp_dir) as video:
         with pytest.raises(DecodeError, match="damaged"):
             video.read([video.num_frames - 5])
-    with open_video(data, temp_dir=temp_dir) as video:
+    with open_video(data, backend="decord,pyav,opencv", temp_dir=temp_dir) as video:
         assert video.backend == "decord"
         indices, frames = read_sampled(video, lambda n: uniform_indices(n, 8))
         assert video.backend == "pyav"

@@ -4,14 +4,19 @@ The issue's reference figures were taken on 10 s clips at 25 fps in MPEG-4 Part 
 `mp4v` writer produces them (a key frame every 12 frames), at 320x240 and 1280x720. These clips
 are made the same way, with the synthetic dataset's own scene renderer (a moving shape on a
 grainy background with sensor noise), so decoding works on ordinary P-frames, not on a static
-picture that would decode unrealistically fast.
+picture that would decode unrealistically fast. The same scenes are also written as H.264
+(libx264 through PyAV, a key frame every 12 frames, 2 B-frames), the codec most uploads use:
+its B-frames make sparse decoding decode frames that are never shown.
 """
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import numpy as np
 
 from train.data.synthetic_motion import iter_scene_frames, sample_scene
@@ -22,6 +27,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 GENERATOR_CONFIG = REPO_ROOT / "train" / "configs" / "data" / "synthetic_default.yaml"
 FPS = 25
 SIZES = ((320, 240), (1280, 720))
+CODECS = ("mp4v", "h264")
+H264_GOP = 12
+H264_B_FRAMES = 2
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,7 @@ class BenchClip:
     width: int
     height: int
     seconds: float
+    codec: str = "mp4v"
 
     @property
     def frames(self) -> int:
@@ -37,15 +46,33 @@ class BenchClip:
 
     @property
     def label(self) -> str:
-        return f"{self.width}x{self.height} {self.seconds:g} s"
+        return f"{self.width}x{self.height} {self.seconds:g} s {self.codec}"
 
     def read(self) -> bytes:
         return self.path.read_bytes()
 
 
-def bench_clip(folder: Path, width: int, height: int, seconds: float) -> BenchClip:
-    """The clip of that size and length, rendered on first use (a few seconds at 720p)."""
-    clip = BenchClip(folder / f"clip_{width}x{height}_{seconds:g}s.mp4", width, height, seconds)
+def _write_h264(path: Path, frames: Iterator[np.ndarray], fps: int) -> None:
+    with av.open(str(path), "w", format="mp4") as output:
+        stream = output.add_stream("libx264", rate=fps)
+        first = next(frames)
+        stream.height, stream.width = first.shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.gop_size = H264_GOP
+        stream.options = {"bf": str(H264_B_FRAMES), "sc_threshold": "0", "preset": "veryfast"}
+        for frame in itertools.chain([first], frames):
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        output.mux(stream.encode())
+
+
+def bench_clip(folder: Path, width: int, height: int, seconds: float,
+               codec: str = "mp4v") -> BenchClip:
+    """The clip of that size, length and codec, rendered on first use (a few seconds at 720p)."""
+    if codec not in CODECS:
+        raise ValueError(f"codec must be one of {CODECS}, got {codec!r}")
+    suffix = "" if codec == "mp4v" else f"_{codec}"
+    clip = BenchClip(folder / f"clip_{width}x{height}_{seconds:g}s{suffix}.mp4", width, height,
+                     seconds, codec)
     if clip.path.is_file():
         return clip
     folder.mkdir(parents=True, exist_ok=True)
@@ -56,6 +83,10 @@ def bench_clip(folder: Path, width: int, height: int, seconds: float) -> BenchCl
     rng = np.random.default_rng(width * height)
     scene = sample_scene("move_right", settings, rng)
     partial = clip.path.with_name(".partial-" + clip.path.name)
-    write_video(partial, iter_scene_frames(scene, rng), FPS, "mp4v")
+    frames = iter_scene_frames(scene, rng)
+    if codec == "h264":
+        _write_h264(partial, frames, FPS)
+    else:
+        write_video(partial, frames, FPS, "mp4v")
     partial.rename(clip.path)
     return clip

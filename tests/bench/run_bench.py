@@ -15,6 +15,7 @@ run compare well.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import yaml
 from serving.launcher import ServiceProcess, free_port
 from serving.predictor import PredictorSettings
 from serving.quantize import quantize_model
-from tests.bench.clips import SIZES, bench_clip
+from tests.bench.clips import CODECS, SIZES, bench_clip
 from tests.bench.decoding import BACKENDS, decode_timing
 from tests.bench.export_random import WEIGHTS_NOTE
 from tests.bench.model_zoo import FAMILIES, exported_family, time_model
@@ -143,14 +144,15 @@ def run_serving(plan: Plan, args: argparse.Namespace) -> tuple[Table, list]:
 def run_decoding(plan: Plan, args: argparse.Namespace) -> tuple[Table, list]:
     num_seg = FAMILIES[-1].frames
     timings = []
-    for width, height in SIZES:
-        clip = bench_clip(args.out / "clips", width, height, plan.clip_seconds)
+    for codec, (width, height) in itertools.product(CODECS, SIZES):
+        clip = bench_clip(args.out / "clips", width, height, plan.clip_seconds, codec)
         for backend in BACKENDS:
             timings.append(decode_timing(clip, backend, num_seg=num_seg,
                                          sparse_repeats=plan.sparse_repeats,
                                          full_repeats=plan.full_repeats))
     note = (f"Sparse = probe + open + decode the {num_seg} uniformly sampled frames (PP-TSMv2 "
-            f"16f); full = every frame, RGB. {load_average()}.")
+            f"16f); full = every frame, RGB. mp4v: MPEG-4 Part 2 (OpenCV), h264: libx264 with "
+            f"B-frames; both a key frame every 12 frames, 25 fps. {load_average()}.")
     return decoding_table(timings, note), timings
 
 

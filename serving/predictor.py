@@ -160,6 +160,8 @@ def _configure_cpu(config, settings: PredictorSettings, program_ops: frozenset[s
         if program_ops and program_ops & set(settings.onednn_excluded_ops):
             # Paddle takes the list of ops that may use oneDNN, not the list of those that may not.
             config.set_mkldnn_op(set(program_ops - set(settings.onednn_excluded_ops)))
+    else:
+        config.disable_mkldnn()  # Paddle 3.3 enables oneDNN on CPU unless told otherwise
     if settings.precision in ("bf16", "int8") and not settings.use_onednn:
         raise PredictorError(f"precision {settings.precision} on CPU needs oneDNN (use_mkldnn: true)")
     if settings.precision == "bf16":

@@ -10,7 +10,7 @@ import paddle
 import pytest
 
 from serving.metadata import load_meta
-from serving.predictor import Predictor, PredictorError, PredictorSettings
+from serving.predictor import Predictor, PredictorError, PredictorSettings, _build_config
 from serving.serving_conf import write_serving_confs
 from tests.serving_helpers import TINY_LABELS, TINY_PREPROCESS, export_tiny_model
 
@@ -65,6 +65,14 @@ def test_plain_cpu_without_onednn_matches(model_dirs, predictors) -> None:
     clips = _clips(2, seed=3)
     np.testing.assert_allclose(plain.predict(clips), predictors["pdmodel"].predict(clips),
                                atol=1e-4)
+
+
+@pytest.mark.parametrize("use_onednn", [True, False])
+def test_the_onednn_setting_is_what_paddle_gets(model_dirs, use_onednn: bool) -> None:
+    """Paddle 3.3 turns oneDNN on by default, so `use_onednn: false` must turn it off."""
+    model_dir = model_dirs["pdmodel"]
+    config = _build_config(model_dir, load_meta(model_dir), PredictorSettings(use_onednn=use_onednn))
+    assert config.mkldnn_enabled() is use_onednn
 
 
 def test_one_predictor_is_safe_to_share_between_threads(model_dirs) -> None:

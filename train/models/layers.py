@@ -86,8 +86,12 @@ class ConvBN(nn.Layer):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
                  groups: int = 1, use_act: bool = True) -> None:
         super().__init__()
+        # KaimingNormal as PaddleVideo's ConvBNLayer: its fan-in is per group (k*k for a
+        # depthwise conv), whereas Paddle's default counts every input channel and starts
+        # depthwise kernels about sqrt(C) times too small.
         self.conv = nn.Conv2D(in_channels, out_channels, kernel_size, stride=stride,
-                              padding=(kernel_size - 1) // 2, groups=groups, bias_attr=False)
+                              padding=(kernel_size - 1) // 2, groups=groups, bias_attr=False,
+                              weight_attr=paddle.ParamAttr(initializer=nn.initializer.KaimingNormal()))
         self.bn = nn.BatchNorm2D(out_channels, momentum=BN_MOMENTUM, epsilon=BN_EPSILON)
         self.act = nn.ReLU() if use_act else None
 

@@ -1,7 +1,8 @@
 # Every target installs what it needs first (the virtualenv is created on demand).
 # Variables: CONFIG (recipe), CKPT (checkpoint), NAME (export name), MODEL (served model),
 # DATA (synthetic dataset folder), DATA_ARGS (generator flags), VIDEO (file or folder for predict),
-# ARGS (extra arguments for the train/test command).
+# ARGS (extra arguments for the train/test/eval/frames command), EVAL_MODE (uniform|dense),
+# SPLIT (the list eval scores), WORKERS (frame extraction processes).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -17,17 +18,22 @@ MODEL ?= pptsm
 HTTP_PORT ?= 18080
 RPC_PORT ?= 9993
 FORMAT ?= auto
+EVAL_MODE ?= uniform
+SPLIT ?= test
+WORKERS ?= 2
 export PYTHONPATH := $(CURDIR)
 export PYTHONUNBUFFERED := 1
 # Paddle Serving writes its logs and ProcessInfo.json here instead of the working directory.
 export SERVING_LOG_PATH := $(CURDIR)/output/serving-logs
 export SERVING_HOME := $(CURDIR)/output/serving-logs
 
-.PHONY: install data train export import serve demo test loadtest predict bench clean help
+.PHONY: install data frames train eval export import serve demo test loadtest predict bench clean help \
+  docker-cpu docker-gpu docker-lint docker-test
 help:
 	@echo "make demo     # install, data, train, export, serve, classify the test clips"
 	@echo "make test     # the test suite"
-	@echo "make install | data | train | export | serve   (see README.md for variables)"
+	@echo "make install | data | frames | train | eval | export | serve   (see README.md for variables)"
+	@echo "make docker-cpu | docker-gpu | docker-lint | docker-test   (Docker deployment)"
 
 install: $(STAMP)
 $(STAMP): requirements/base.txt requirements/train.txt requirements/onnx.txt requirements/serving-nodeps.txt requirements/install.sh
@@ -40,8 +46,19 @@ data: $(STAMP)
 	@if [ -f $(DATA)/test.list ] && [ -z "$(DATA_ARGS)" ]; then echo "$(DATA) exists; skipping (DATA_ARGS=--force regenerates)"; \
 	else $(PY) -m train.data.synthetic --out $(DATA) $(DATA_ARGS); fi
 
+# JPEG frame folders of every list of $(DATA) in $(DATA)/rawframes, plus <split>_frames.list
+# files; resumable (folders already extracted are skipped).
+frames: data
+	$(PY) -m train.extract_frames --root $(DATA) --out $(DATA)/rawframes --workers $(WORKERS) \
+	  $(foreach split,train val test,--list $(DATA)/$(split).list) $(ARGS)
+
 train: data
 	$(PY) -m train.train -c $(CONFIG) -o data.root=$(DATA) -o train.output_dir=$(OUTPUT) $(ARGS)
+
+# Scores CKPT on the SPLIT list: report.json + confusion.png in eval-<split>-<mode>/ beside CKPT.
+eval: data
+	$(PY) -m train.eval -c $(CONFIG) -k $(CKPT) --mode $(EVAL_MODE) --split $(SPLIT) \
+	  -o data.root=$(DATA) $(ARGS)
 
 # FORMAT=auto|pdmodel|json picks the program format; FORMAT=onnx also writes model.onnx.
 export: $(STAMP)
@@ -91,3 +108,33 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(OUTPUT) model_repo/$(NAME) .pytest_cache
+
+# Docker deployment (README: "Deploy with Docker"). The images serve model_repo/, mounted by compose.
+docker-cpu:
+	docker compose build pptsm
+
+docker-gpu:
+	docker compose --profile gpu build pptsm-gpu
+
+# hadolint on both Dockerfiles, the Kubernetes manifest against the API schema, and every compose
+# variant through `docker compose config` (installs the Compose v2 plugin if missing).
+LINT_VENV := .venv-lint
+LINT_STAMP := $(LINT_VENV)/.installed-stamp
+K8S_VERSION ?= 1.30.0
+$(LINT_STAMP): requirements/lint.txt
+	@test -x $(LINT_VENV)/bin/python || $(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements/lint.txt
+	@touch $@
+
+docker-lint: $(LINT_STAMP)
+	$(LINT_VENV)/bin/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
+	$(LINT_VENV)/bin/kubernetes-validate --strict -k $(K8S_VERSION) docker/k8s/pptsm.yaml
+	bash docker/engine.sh compose
+	docker compose config -q
+	docker compose --profile gpu config -q
+	docker compose -f docker-compose.yml -f docker-compose.scale.yml config -q
+	@echo "docker-lint: Dockerfiles, Kubernetes manifest and compose variants pass"
+
+# Engine, build, `docker compose up`, REST + gRPC classification, bad requests, down (tests/docker_e2e.py).
+docker-test: $(STAMP) docker-lint
+	$(PY) -m tests.docker_e2e

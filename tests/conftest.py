@@ -1,4 +1,5 @@
-"""Shared test fixtures: the repo on sys.path and the read-only PaddleVideo reference oracle.
+"""Shared test fixtures: the repo on sys.path, tiny synthetic datasets (video and frames) and
+the read-only PaddleVideo reference oracle.
 
 The oracle (manifests, reference logits and activations, the deterministic-weight rule) lives
 outside the repo; its location can be overridden with PPTSM_REFERENCE_DIR. Tests that need it skip
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -21,6 +23,28 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.reference_paths import REFERENCE_DIR  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def quick_dataset(tmp_path_factory) -> Path:
+    """The generator's `--quick` synthetic set (16 train, 8 val, 8 test clips; ~5 s to make)."""
+    root = tmp_path_factory.mktemp("synthetic") / "data"
+    subprocess.run([sys.executable, "-m", "train.data.synthetic", "--out", str(root), "--quick"],
+                   cwd=REPO_ROOT, check=True, capture_output=True, timeout=300)
+    return root
+
+
+@pytest.fixture(scope="session")
+def quick_frames(quick_dataset: Path) -> Path:
+    """`quick_dataset` with its train and val clips extracted to `rawframes/` (the
+    `make frames` command), giving `train_frames.list` and `val_frames.list`."""
+    if not (quick_dataset / "val_frames.list").is_file():
+        subprocess.run([sys.executable, "-m", "train.extract_frames", "--root", str(quick_dataset),
+                        "--out", str(quick_dataset / "rawframes"), "--no-progress",
+                        "--list", str(quick_dataset / "train.list"),
+                        "--list", str(quick_dataset / "val.list")],
+                       cwd=REPO_ROOT, check=True, capture_output=True, timeout=300)
+    return quick_dataset
 
 
 @pytest.fixture(scope="session")

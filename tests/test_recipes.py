@@ -37,7 +37,10 @@ LOGITS_ATOL = 1e-4
 MANIFEST_IDS = ("pptsm_r50_uniform_8f", "pptsm_r101_dense_8f", "pptsm_mv2_8f", "pptsm_mv3_8f",
                 "pptsmv2_lcnet_8f", "pptsmv2_lcnet_16f", "pptsmv2_lcnet_16f_lta_dml_student")
 # Recipes without a manifest of their own, and the manifest of the same network.
-SAME_NETWORK_AS = {"pptsm/pptsm_k400_frames_dense.yaml": "pptsm_r50_uniform_8f"}
+SAME_NETWORK_AS = {"pptsm/pptsm_k400_frames_dense.yaml": "pptsm_r50_uniform_8f",
+                   "pptsm/pptsm_k400_frames_uniform_kd.yaml": "pptsm_r50_uniform_8f",
+                   "pptsm/v2/pptsm_lcnet_k400_8frames_uniform_dml_distillation.yaml":
+                       "pptsmv2_lcnet_8f"}
 
 
 def recipe_for(manifest: dict[str, Any]) -> Path:

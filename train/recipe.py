@@ -1,5 +1,10 @@
 """Turns a recipe's sections into objects: the model (via the registry) and the
-preprocessing spec (the one that is recorded in the exported metadata)."""
+preprocessing spec (the one that is recorded in the exported metadata).
+
+`model.temporal_shift: false` (default true) builds the same network with every temporal shift
+replaced by the identity: a per-frame 2D CNN whose clip score is an order-blind average, the
+control for measuring what the shift contributes (tests/bench/tsm_ablation.py).
+"""
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -9,14 +14,29 @@ import paddle.nn as nn
 from serving.metadata import PreprocessSpec
 from train.config import section
 from train.models import build_model
+from train.models.layers import TemporalShift
 
 
 def build_model_from_config(cfg: dict[str, Any], num_classes: Optional[int] = None) -> nn.Layer:
     model_cfg = dict(section(cfg, "model"))
     name = model_cfg.pop("name")
+    shift = model_cfg.pop("temporal_shift", True)
     if num_classes is not None:
         model_cfg["num_classes"] = num_classes
-    return build_model(name, **model_cfg)
+    model = build_model(name, **model_cfg)
+    if not shift:
+        disable_temporal_shift(model)
+    return model
+
+
+def disable_temporal_shift(model: nn.Layer) -> int:
+    """Replaces every TemporalShift sublayer by nn.Identity (no parameters change, so
+    checkpoints still load); returns how many were replaced."""
+    targets = [(parent, name) for _, parent in model.named_sublayers(include_self=True)
+               for name, child in parent.named_children() if isinstance(child, TemporalShift)]
+    for parent, name in targets:
+        setattr(parent, name, nn.Identity())
+    return len(targets)
 
 
 def preprocess_spec_from_config(cfg: dict[str, Any]) -> PreprocessSpec:

@@ -1,11 +1,21 @@
-"""Command line: `python -m train.train -c RECIPE.yaml [-o key=value ...] [--resume]`."""
+"""Command line: `python -m train.train -c RECIPE.yaml [-o key=value ...] [--resume]`.
+
+Data-parallel over N processes (GPUs, or CPU processes with gloo) with Paddle's launcher, which
+runs a script file rather than a module, hence the path form:
+
+    python -m paddle.distributed.launch --nproc_per_node N train/train.py -c RECIPE.yaml ...
+"""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from pathlib import Path
 
-from train.config import ConfigError, load_config
+if __package__ in (None, ""):  # run as a file (the launcher): import `train` from the repo root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from train.config import ConfigError, load_config  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from train.engine.trainer import train  # after arg parsing: paddle import is slow
 
-    result = train(cfg, resume=args.resume, progress=not args.no_progress)
+    try:
+        result = train(cfg, resume=args.resume, progress=not args.no_progress)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"done: {result.epochs} epochs in {result.seconds:.0f} s; best val top-1 "
           f"{result.best_top1:.4f} at epoch {result.best_epoch}; "
           f"checkpoint {result.output_dir / 'best.pdparams'}")

@@ -1,12 +1,15 @@
 """PaddleVideo list files: one `relative/path label` per line, relative to the dataset root.
 
-Kinetics-400 and UCF-101 lists as PaddleVideo writes them use the same two-column form (frame
-lists add a frame count column: `path num_frames label`); both are accepted.
+Kinetics-400 and UCF-101 video lists as PaddleVideo writes them use this two-column form; frame
+lists (`*_frames.list`) add the frame count of each frame folder: `folder num_frames label`.
+Both are accepted; the count is kept because PaddleVideo samples frame folders by it rather than
+by the files present.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 
 class ListFileError(ValueError):
@@ -17,6 +20,12 @@ class ListFileError(ValueError):
 class Sample:
     path: Path
     label: int
+    num_frames: Optional[int] = None  # frame lists only: frames in the folder
+
+
+def format_frames_line(folder: str, num_frames: int, label: int) -> str:
+    """One line of a PaddleVideo frame list (without the newline)."""
+    return f"{folder} {num_frames} {label}"
 
 
 def read_list_file(list_path: str | Path, root: str | Path | None = None) -> list[Sample]:
@@ -30,12 +39,19 @@ def read_list_file(list_path: str | Path, root: str | Path | None = None) -> lis
         if not parts:
             continue
         if len(parts) not in (2, 3):
-            raise ListFileError(f"{list_path}:{lineno}: expected 'path label', got {line!r}")
+            raise ListFileError(f"{list_path}:{lineno}: expected 'path label' or "
+                                f"'folder num_frames label', got {line!r}")
         try:
             label = int(parts[-1])
         except ValueError:
             raise ListFileError(f"{list_path}:{lineno}: label {parts[-1]!r} is not an integer") from None
-        samples.append(Sample(root / parts[0], label))
+        num_frames = None
+        if len(parts) == 3:
+            if not parts[1].isdigit() or int(parts[1]) < 1:
+                raise ListFileError(f"{list_path}:{lineno}: frame count {parts[1]!r} is not a "
+                                    "positive integer")
+            num_frames = int(parts[1])
+        samples.append(Sample(root / parts[0], label, num_frames))
     if not samples:
         raise ListFileError(f"{list_path}: no samples")
     return samples

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from serving.metadata import PreprocessSpec
+from serving.preprocess.sampling import dense_clip_indices, dense_start_count
 from serving.preprocess.transforms import normalize, resize_frames, scaled_size
+
+TRAIN_SAMPLINGS = ("uniform", "dense")
 
 
 def train_indices(num_frames: int, num_seg: int, rng: random.Random) -> list[int]:
@@ -22,6 +25,22 @@ def train_indices(num_frames: int, num_seg: int, rng: random.Random) -> list[int
     if avg >= 1:
         return [i * avg + rng.randint(0, avg - 1) for i in range(num_seg)]
     return [i % num_frames for i in range(num_seg)]
+
+
+def train_dense_indices(num_frames: int, num_seg: int, span: int, rng: random.Random) -> list[int]:
+    """PaddleVideo's train-mode dense sampler (the dense recipes' `dense_sample`): one clip of
+    T frames `span // T` apart from a random start in [0, starts - 2] (numpy's exclusive bound)."""
+    starts = dense_start_count(num_frames, span)
+    start = 0 if starts <= 2 else rng.randrange(0, starts - 1)
+    return dense_clip_indices(start, num_frames, num_seg, span)
+
+
+def sample_train_indices(num_frames: int, spec: PreprocessSpec, sampling: str,
+                         rng: random.Random) -> list[int]:
+    """0-based frame indices of one training clip for `sampling` ('uniform' or 'dense')."""
+    if sampling == "dense":
+        return train_dense_indices(num_frames, spec.num_seg, spec.dense_span, rng)
+    return train_indices(num_frames, spec.num_seg, rng)
 
 
 @dataclass(frozen=True)

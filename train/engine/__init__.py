@@ -1,1 +1,2 @@
-"""Training loop, optimisation schedules, checkpoints and evaluation."""
+"""Training loop, objectives (plain or distillation), optimisation schedules, mixup, data-parallel
+helpers, checkpoints and evaluation."""

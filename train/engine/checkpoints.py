@@ -2,8 +2,11 @@
 
 Layout: `latest.pdparams` / `latest.pdopt` (model, optimiser + LR-scheduler state) and
 `latest.json` (epoch done, best score, history); `best.pdparams` + `best.json` for the best
-validation top-1. Files are written to a temporary name and renamed, so an interrupted save
-never leaves a truncated checkpoint that a resume would trust.
+validation top-1. A distillation run's `latest.*` hold both networks; its `best.pdparams` holds
+the student alone, and `best_student.pdparams` the same weights in the layout of PaddleVideo's
+released `*_student.pdparams` (keys `0.*` for the backbone, `1.*` for the head). Files are
+written to a temporary name and renamed, so an interrupted save never leaves a truncated
+checkpoint that a resume would trust.
 """
 from __future__ import annotations
 
@@ -14,6 +17,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import paddle
+
+from train.models.checkpoint import _LAYOUT_PREFIXES
+
+STUDENT_CHECKPOINT = "best_student.pdparams"
+# Our names -> PaddleVideo's student-only names: the inverse of the loader's `dml_student` map.
+_TO_PADDLEVIDEO_STUDENT = {ours: theirs for theirs, ours in _LAYOUT_PREFIXES["dml_student"].items()}
 
 
 @dataclass
@@ -45,9 +54,25 @@ def save_latest(out_dir: Path, model: paddle.nn.Layer, optimizer: paddle.optimiz
     _atomic_write_json(asdict(state), out_dir / "latest.json")
 
 
-def save_best(out_dir: Path, model: paddle.nn.Layer, state: TrainState) -> None:
+def paddlevideo_student_state(student: paddle.nn.Layer) -> dict[str, paddle.Tensor]:
+    """The student's state_dict under PaddleVideo's student-only key names (`0.*`, `1.*`)."""
+    renamed = {}
+    for key, tensor in student.state_dict().items():
+        prefix = next((p for p in _TO_PADDLEVIDEO_STUDENT if key.startswith(p)), None)
+        if prefix is None:
+            raise ValueError(f"{key}: not a backbone/head parameter; no PaddleVideo name for it")
+        renamed[_TO_PADDLEVIDEO_STUDENT[prefix] + key[len(prefix):]] = tensor
+    return renamed
+
+
+def save_best(out_dir: Path, model: paddle.nn.Layer, state: TrainState,
+              distilled: bool = False) -> None:
+    """`model` is the student of a distillation run (`distilled`), which adds its
+    PaddleVideo-layout copy."""
     out_dir.mkdir(parents=True, exist_ok=True)
     _atomic_save(model.state_dict(), out_dir / "best.pdparams")
+    if distilled:
+        _atomic_save(paddlevideo_student_state(model), out_dir / STUDENT_CHECKPOINT)
     _atomic_write_json({"epoch": state.best_epoch, "top1": state.best_top1}, out_dir / "best.json")
 
 

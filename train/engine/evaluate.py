@@ -1,10 +1,11 @@
 """Evaluation: top-1 / top-5, per-class accuracy and the confusion matrix.
 
-Scores are computed on logits averaged the way the exported network averages them, so the
+Scores are computed on logits averaged over views the way the service averages them, so the
 numbers here are the numbers the service will show.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,8 +23,9 @@ class EvalResult:
 
     def to_dict(self, labels: list[str] | None = None) -> dict:
         names = labels or [str(i) for i in range(len(self.per_class))]
+        per_class = [None if math.isnan(value) else value for value in self.per_class]  # JSON
         return {"top1": self.top1, "top5": self.top5, "num_samples": self.num_samples,
-                "per_class_top1": dict(zip(names, self.per_class)),
+                "per_class_top1": dict(zip(names, per_class)),
                 "confusion": self.confusion.tolist()}
 
 
@@ -40,15 +42,28 @@ def scores_from_logits(logits: np.ndarray, labels: np.ndarray, num_classes: int)
                       int(len(labels)))
 
 
+def clip_logits(model: paddle.nn.Layer, clips: paddle.Tensor, num_seg: int) -> paddle.Tensor:
+    """Logits [N, C] of a batch [N, V * T, 3, S, S] holding V views of T frames per clip (V = 1
+    uniform, V = 30 dense): each view goes through the network on its own and the views' logits
+    are averaged, exactly as the service combines a dense request's views."""
+    batch, rows = clips.shape[0], clips.shape[1]
+    if rows % num_seg:
+        raise ValueError(f"a clip of {rows} frames is not a whole number of {num_seg}-frame views")
+    views = rows // num_seg
+    logits = model(clips.reshape([batch * views, num_seg, *clips.shape[2:]]))
+    return logits.reshape([batch, views, logits.shape[-1]]).mean(axis=1)
+
+
 @paddle.no_grad()
-def evaluate(model: paddle.nn.Layer, loader, num_classes: int, desc: str = "eval",
-             progress: bool = True) -> EvalResult:
+def predict_logits(model: paddle.nn.Layer, loader, num_seg: int, desc: str = "eval",
+                   progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(logits [N, C], labels [N]) of every clip of `loader`, in loader order, in eval mode."""
     was_training = model.training
     model.eval()
     all_logits, all_labels = [], []
     for clips, labels in tqdm(loader, desc=desc, leave=False, disable=not progress):
-        all_logits.append(model(clips).numpy())
+        all_logits.append(clip_logits(model, clips, num_seg).numpy())
         all_labels.append(np.asarray(labels).reshape(-1))
     if was_training:
         model.train()
-    return scores_from_logits(np.concatenate(all_logits), np.concatenate(all_labels), num_classes)
+    return np.concatenate(all_logits), np.concatenate(all_labels)

@@ -14,15 +14,17 @@ from paddle.optimizer import lr as lr_sched
 
 def build_lr_schedule(cfg: dict[str, Any], steps_per_epoch: int, epochs: int,
                       batch_size: int) -> lr_sched.LRScheduler:
-    base_lr = float(cfg.get("lr", 0.01))
+    # Every LR of the recipe (peak, warm-up start, floor) scales by the same batch ratio.
+    scale = 1.0
     if cfg.get("scale_lr_by_batch"):
-        base_lr *= batch_size / float(cfg.get("reference_batch_size", batch_size))
+        scale = batch_size / float(cfg.get("reference_batch_size", batch_size))
+    base_lr = float(cfg.get("lr", 0.01)) * scale
     name = cfg.get("schedule", "warmup_cosine")
     total = max(1, steps_per_epoch * epochs)
     warmup = int(float(cfg.get("warmup_epochs", 0)) * steps_per_epoch)
     if name == "warmup_cosine":
         sched: lr_sched.LRScheduler | float = lr_sched.CosineAnnealingDecay(
-            base_lr, T_max=max(1, total - warmup), eta_min=float(cfg.get("min_lr", 0.0)))
+            base_lr, T_max=max(1, total - warmup), eta_min=float(cfg.get("min_lr", 0.0)) * scale)
     elif name == "piecewise":
         boundaries = [int(e * steps_per_epoch) for e in cfg["boundaries_epochs"]]
         values = [base_lr * m for m in cfg.get("multipliers", [1.0, 0.1, 0.01])]
@@ -31,7 +33,8 @@ def build_lr_schedule(cfg: dict[str, Any], steps_per_epoch: int, epochs: int,
         raise ValueError(f"optimizer.schedule: 'warmup_cosine' or 'piecewise', got {name!r}")
     if warmup > 0:
         return lr_sched.LinearWarmup(sched, warmup_steps=warmup,
-                                     start_lr=float(cfg.get("warmup_start_lr", 0.0)), end_lr=base_lr)
+                                     start_lr=float(cfg.get("warmup_start_lr", 0.0)) * scale,
+                                     end_lr=base_lr)
     return sched  # type: ignore[return-value]
 
 

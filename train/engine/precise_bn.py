@@ -17,11 +17,16 @@ import paddle.nn as nn
 _BATCH_NORMS = (nn.layer.norm._BatchNormBase,)
 
 
+def batch_norms(model: nn.Layer) -> list[nn.Layer]:
+    """Every BatchNorm layer of `model`."""
+    return [layer for layer in model.sublayers() if isinstance(layer, _BATCH_NORMS)]
+
+
 @paddle.no_grad()
 def recompute_bn_statistics(model: nn.Layer, loader, num_batches: int) -> int:
     """Sets every BN layer's running mean/variance to the average over `num_batches` batches
     of `loader` (train mode, no weight update). Returns the number of batches used."""
-    norms = [layer for layer in model.sublayers() if isinstance(layer, _BATCH_NORMS)]
+    norms = batch_norms(model)
     if not norms or num_batches <= 0:
         return 0
     saved_momentum = [layer._momentum for layer in norms]

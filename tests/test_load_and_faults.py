@@ -8,8 +8,6 @@ milliseconds, the costly clip needs seconds. The SIGTERM test ends that service,
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -141,10 +139,19 @@ def test_decode_past_the_op_timeout_is_answered_and_the_service_goes_on(service,
     assert len(timeouts) == 1 and timeouts[0]["err_no"] == 55
 
 
-def _wait_for_in_flight(service: TestService, deadline_s: float = 30.0) -> bool:
+def _requests_seen(service: TestService) -> float:
+    """Requests the service has taken in so far: answered (any outcome) plus in flight."""
+    samples = _samples(service)
+    answered = sum(value for (name, _), value in samples.items() if name == "pptsm_requests_total")
+    return answered + samples[("pptsm_requests_in_flight", ())]
+
+
+def _wait_until_seen(service: TestService, count: float, deadline_s: float = 30.0) -> bool:
+    """True once `count` requests have reached the service (not just its HTTP gateway): only
+    those are "in flight" for a graceful stop; one still queued in the gateway is refused."""
     give_up = time.monotonic() + deadline_s
     while time.monotonic() < give_up:
-        if _samples(service)[("pptsm_requests_in_flight", ())] >= 1:
+        if _requests_seen(service) >= count:
             return True
         time.sleep(0.01)
     return False
@@ -160,18 +167,20 @@ def test_sigterm_answers_requests_in_flight_exits_0_and_a_restart_serves(
             timeout=120)
         answers.append({"status": response.status_code, **response.json()})
 
+    seen_before = _requests_seen(service)
     senders = [threading.Thread(target=send, args=(seed,)) for seed in range(IN_FLIGHT_REQUESTS)]
     for sender in senders:
         sender.start()
-    assert _wait_for_in_flight(service), "no request was ever seen in flight"
-    os.kill(service.process.pid, signal.SIGTERM)  # the main process only, as `docker stop` does
-    assert service.process.wait(timeout=60) == 0
+    assert _wait_until_seen(service, seen_before + IN_FLIGHT_REQUESTS), \
+        "the requests never all reached the service"
+    assert _samples(service)[("pptsm_requests_in_flight", ())] >= 1, "none left in flight"
+    # SIGTERM to the main process only, as `docker stop` does; stop() then clears the group.
+    assert service.stop(timeout=60) == 0
     for sender in senders:
         sender.join(timeout=60)
     assert len(answers) == IN_FLIGHT_REQUESTS
     assert all(answer["status"] == 200 and answer["err_no"] == 0 for answer in answers), answers
     assert "stopping: finishing the requests in flight" in service.log_tail(60)
-    service.stop()  # nothing may be left of the process group
     assert port_is_free(service.http_port) and port_is_free(service.rpc_port)
 
     restarted = ServiceProcess(service.model_dir, service.config, http_port=service.http_port,

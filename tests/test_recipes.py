@@ -139,3 +139,10 @@ def test_official_checkpoint_exports_and_reproduces_reference_logits(
     assert float(np.abs(logits - reference).max()) < LOGITS_ATOL
     assert (model_dir / "serving_server" / "serving_server_conf.prototxt").is_file()
     assert (model_dir / "label_list.txt").read_text().splitlines()[399] == "399 zumba"
+
+
+def test_export_parity_bound_grows_with_the_size_of_the_logits() -> None:
+    """Small logits are held to 1e-4; a trained model's large ones get float32's relative slack."""
+    assert export.parity_bound(np.zeros((2, 8), dtype=np.float32)) == pytest.approx(export.PARITY_ATOL)
+    assert export.parity_bound(np.array([[-70.0, 3.0]])) == pytest.approx(
+        export.PARITY_ATOL + 70 * export.PARITY_RTOL)

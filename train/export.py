@@ -35,9 +35,18 @@ log = logging.getLogger(__name__)
 
 SERVER_SUBDIR = "serving_server"  # where the program lives inside model_repo/<name>/
 INPUT_NAME = "data_batch_0"  # PaddleVideo's exported input name; its clients send this key
-PARITY_TOLERANCE = 1e-4
+PARITY_ATOL = 1e-4  # what the tests hold their small models to
+PARITY_RTOL = 1e-5
 _VERSIONED_PACKAGES = ("paddlepaddle", "paddle-serving-server", "numpy", "pillow", "decord",
                        "opencv-python-headless")
+
+
+def parity_bound(reference: np.ndarray) -> float:
+    """The largest acceptable max-abs difference from `reference` outputs: PARITY_ATOL plus
+    PARITY_RTOL of their largest magnitude. Float32 rounding through ~30 layers (oneDNN's kernel
+    order, fused re-parameterised branches) grows with the logits: a trained demo model's logits
+    on the noise probe reach ~70 and differ by ~1.5e-4 between correct runtimes."""
+    return PARITY_ATOL + PARITY_RTOL * float(np.abs(reference).max())
 
 
 class ExportError(RuntimeError):
@@ -122,9 +131,10 @@ def export_model(model: paddle.nn.Layer, out_dir: str | Path, *, name: str, vers
     predictor = Predictor.from_model_dir(tmp_dir, PredictorSettings())
     got = predictor.predict(probe)
     diff = float(np.abs(got - expected).max())
-    if not diff <= PARITY_TOLERANCE:
+    bound = parity_bound(expected)
+    if not diff <= bound:
         raise ExportError(f"exported program differs from the model by {diff:.2e} "
-                          f"(tolerance {PARITY_TOLERANCE:.0e}); the export in {tmp_dir} was kept "
+                          f"(tolerance {bound:.1e}); the export in {tmp_dir} was kept "
                           "for inspection and the previous model left in place")
     meta = with_output_name(meta, predictor.output_name, {
         "export_parity_max_abs_diff": diff,

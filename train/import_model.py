@@ -36,11 +36,11 @@ import numpy as np
 from serving.metadata import InferenceSpec, ModelMeta, PreprocessSpec
 from serving.predictor import Predictor, PredictorError, PredictorSettings
 from train.export import (
-    PARITY_TOLERANCE,
     SERVER_SUBDIR,
     file_sha256,
     new_staging_dir,
     package_versions,
+    parity_bound,
     publish_model_dir,
     with_output_name,
 )
@@ -148,7 +148,7 @@ def _run_checks(model_dir: Path, num_classes: int, sample_shape: tuple[int, ...]
             f"({num_classes} class names): wrong label list or frame count?")
     single = predictor.predict(probe[:1])
     diff = float(np.abs(single[0] - pair[0]).max())
-    if not np.isfinite(pair).all() or not diff <= PARITY_TOLERANCE:
+    if not np.isfinite(pair).all() or not diff <= parity_bound(pair[0]):
         raise ModelImportError(
             f"the program gives non-finite outputs or mixes the clips of a batch (clip 0 alone "
             f"vs in a batch of 2: max abs diff {diff:.2e}); was it exported for another frame "

@@ -26,13 +26,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from serving.errors import DecodeError, InvalidInputError
+from serving.launcher import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORK = REPO_ROOT / "output" / "docker-test"
@@ -42,8 +44,6 @@ MODEL = "pptsm"
 HEALTHY_TIMEOUT_S = 300.0
 SCORE_TOLERANCE = 1e-4
 TOPK = 2
-# The service's error codes (serving/errors.py) the bad requests must get.
-INVALID_INPUT, DECODE_ERROR = 51, 52
 
 
 class DockerTestError(RuntimeError):
@@ -71,12 +71,6 @@ def phase(name: str, times: dict[str, float]) -> Iterator[None]:
         yield
     finally:
         times[name] = time.monotonic() - started
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def model_repo() -> Path:
@@ -159,7 +153,8 @@ def check_classifications(client: str, address: Sequence[str], good: Path,
 
 def check_bad_requests(client: str, address: Sequence[str], good: Path, bad: Path) -> None:
     """A file that is not a video, and a good video with topk 0: clean errors, not crashes."""
-    cases = ((bad, [], DECODE_ERROR), (good / "square_mpeg4.mp4", ["--topk", "0"], INVALID_INPUT))
+    cases = ((bad, [], DecodeError.CODE),
+             (good / "square_mpeg4.mp4", ["--topk", "0"], InvalidInputError.CODE))
     for target, extra, code in cases:
         status, records = client_records(client, target, address, extra)
         if status != 1 or [r["err_no"] for r in records] != [code] or not records[0]["err_msg"]:

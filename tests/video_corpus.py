@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 
@@ -32,9 +33,10 @@ def encode_video(path: Path, *, codec: str = "libx264", container: str | None = 
                  num_frames: int = 24, width: int = 96, height: int = 72,
                  fps: Fraction | int = 12, pix_fmt: str = "yuv420p",
                  options: dict[str, str] | None = None, codec_tag: str | None = None,
-                 seed: int = 0) -> Path:
+                 seed: int = 0, frames: Iterable[np.ndarray] | None = None) -> Path:
     """Encodes `num_frames` moving-square frames with `codec` into `path` (container from the
-    suffix unless given). num_frames 0 writes a video stream without any frame."""
+    suffix unless given), or `frames` (RGB uint8 [height, width, 3] each) instead when given.
+    num_frames 0 writes a video stream without any frame."""
     with av.open(str(path), "w", format=container) as output:
         stream = output.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
@@ -43,7 +45,9 @@ def encode_video(path: Path, *, codec: str = "libx264", container: str | None = 
         if codec_tag:
             stream.codec_context.codec_tag = codec_tag
         output.start_encoding()  # writes the header even when no frame follows
-        for frame in moving_square_frames(num_frames, width, height, seed):
+        if frames is None:
+            frames = moving_square_frames(num_frames, width, height, seed)
+        for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 output.mux(packet)
         for packet in stream.encode():

@@ -11,14 +11,12 @@ its B-frames make sparse decoding decode frames that are never shown.
 from __future__ import annotations
 
 import dataclasses
-import itertools
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 
+from tests.video_corpus import encode_video
 from train.data.synthetic_motion import iter_scene_frames, sample_scene
 from train.data.synthetic_settings import load_generator_config
 from train.data.synthetic_video_file import write_video
@@ -28,8 +26,8 @@ GENERATOR_CONFIG = REPO_ROOT / "train" / "configs" / "data" / "synthetic_default
 FPS = 25
 SIZES = ((320, 240), (1280, 720))
 CODECS = ("mp4v", "h264")
-H264_GOP = 12
-H264_B_FRAMES = 2
+# A key frame every 12 frames (as the mp4v clips), 2 B-frames, no extra key frames at cuts.
+H264_OPTIONS = {"g": "12", "bf": "2", "sc_threshold": "0", "preset": "veryfast"}
 
 
 @dataclass(frozen=True)
@@ -52,19 +50,6 @@ class BenchClip:
         return self.path.read_bytes()
 
 
-def _write_h264(path: Path, frames: Iterator[np.ndarray], fps: int) -> None:
-    with av.open(str(path), "w", format="mp4") as output:
-        stream = output.add_stream("libx264", rate=fps)
-        first = next(frames)
-        stream.height, stream.width = first.shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.gop_size = H264_GOP
-        stream.options = {"bf": str(H264_B_FRAMES), "sc_threshold": "0", "preset": "veryfast"}
-        for frame in itertools.chain([first], frames):
-            output.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        output.mux(stream.encode())
-
-
 def bench_clip(folder: Path, width: int, height: int, seconds: float,
                codec: str = "mp4v") -> BenchClip:
     """The clip of that size, length and codec, rendered on first use (a few seconds at 720p)."""
@@ -85,7 +70,8 @@ def bench_clip(folder: Path, width: int, height: int, seconds: float,
     partial = clip.path.with_name(".partial-" + clip.path.name)
     frames = iter_scene_frames(scene, rng)
     if codec == "h264":
-        _write_h264(partial, frames, FPS)
+        encode_video(partial, codec="libx264", container="mp4", width=width, height=height,
+                     fps=FPS, options=H264_OPTIONS, frames=frames)
     else:
         write_video(partial, frames, FPS, "mp4v")
     partial.rename(clip.path)

@@ -48,23 +48,32 @@ def _assert_same_state(resumed: Any, uninterrupted: Any, where: str = "") -> Non
         assert resumed == uninterrupted, where
 
 
-def test_training_writes_checkpoints_and_resumes(quick_dataset: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_training_writes_checkpoints_and_resumes(quick_dataset: Path, tmp_path: Path,
+                                                 accumulate: int) -> None:
+    """Also with gradient accumulation: 2 batches per optimiser step halve the steps, and the
+    LR schedule (one warm-up epoch in the demo recipe) counts optimiser steps."""
     out = tmp_path / "run"
-    _train(quick_dataset, out, 1)
+    extra = ("-o", f"train.accumulate_steps={accumulate}")
+    _train(quick_dataset, out, 1, *extra)
     state = json.loads((out / "latest.json").read_text())
     assert state["epoch"] == 1 and len(state["history"]) == 1
     assert math.isfinite(state["history"][0]["loss"])
     assert (out / "best.pdparams").is_file() and (out / "training_curves.png").is_file()
+    scheduler = paddle.load(str(out / "latest.pdopt"))["LR_Scheduler"]
+    assert scheduler["last_epoch"] == state["global_step"] == (16 // 4) // accumulate
+    assert scheduler["last_lr"] == pytest.approx(0.002)  # warm-up over exactly one epoch
 
-    _train(quick_dataset, out, 2, "--resume")
+    _train(quick_dataset, out, 2, "--resume", *extra)
     state = json.loads((out / "latest.json").read_text())
     assert [h["epoch"] for h in state["history"]] == [1, 2]
-    assert state["global_step"] == 2 * (16 // 4)  # 16 quick training clips, batch 4, drop_last
+    # 16 quick training clips, batch 4, drop_last; `accumulate` batches per optimiser step.
+    assert state["global_step"] == 2 * (16 // 4) // accumulate
 
     # The resumed run ends exactly where an uninterrupted 2-epoch run ends: same weights, same
     # optimiser moments and LR-scheduler state, same history.
     straight = tmp_path / "straight"
-    _train(quick_dataset, straight, 2)
+    _train(quick_dataset, straight, 2, *extra)
     assert json.loads((straight / "latest.json").read_text()) == state
     for name in ("latest.pdparams", "latest.pdopt"):
         _assert_same_state(paddle.load(str(out / name)), paddle.load(str(straight / name)), name)

@@ -53,3 +53,11 @@ def section(cfg: dict[str, Any], name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"config {cfg.get('_source', '')}: missing section {name!r}")
     return value
+
+
+def positive_int(value: Any, key: str) -> int:
+    """`value` when it is an integer >= 1 (YAML's true/false are not), else a ConfigError
+    naming `key`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
+    return value

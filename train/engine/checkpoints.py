@@ -1,7 +1,8 @@
 """Resumable training checkpoints in an output directory.
 
-Layout: `latest.pdparams` / `latest.pdopt` (model, optimiser + LR-scheduler state) and
-`latest.json` (epoch done, best score, history); `best.pdparams` + `best.json` for the best
+Layout: `latest.pdparams` / `latest.pdopt` (model, optimiser + LR-scheduler state),
+`latest.pdscaler` (float16 AMP's loss-scaler state, only in such runs) and `latest.json` (epoch
+done, best score, history); `best.pdparams` + `best.json` for the best
 validation top-1. A distillation run's `latest.*` hold both networks; its `best.pdparams` holds
 the student alone, and `best_student.pdparams` the same weights in the layout of PaddleVideo's
 released `*_student.pdparams` (keys `0.*` for the backbone, `1.*` for the head). Files are
@@ -21,6 +22,7 @@ import paddle
 from train.models.checkpoint import _LAYOUT_PREFIXES
 
 STUDENT_CHECKPOINT = "best_student.pdparams"
+SCALER_CHECKPOINT = "latest.pdscaler"
 # Our names -> PaddleVideo's student-only names: the inverse of the loader's `dml_student` map.
 _TO_PADDLEVIDEO_STUDENT = {ours: theirs for theirs, ours in _LAYOUT_PREFIXES["dml_student"].items()}
 
@@ -47,10 +49,12 @@ def _atomic_write_json(obj: Any, path: Path) -> None:
 
 
 def save_latest(out_dir: Path, model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer,
-                state: TrainState) -> None:
+                state: TrainState, scaler_state: Optional[dict[str, Any]] = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     _atomic_save(model.state_dict(), out_dir / "latest.pdparams")
     _atomic_save(optimizer.state_dict(), out_dir / "latest.pdopt")
+    if scaler_state:
+        _atomic_save(scaler_state, out_dir / SCALER_CHECKPOINT)
     _atomic_write_json(asdict(state), out_dir / "latest.json")
 
 
@@ -85,3 +89,9 @@ def load_latest(out_dir: Path, model: paddle.nn.Layer, optimizer: paddle.optimiz
     model.set_state_dict(paddle.load(str(out_dir / "latest.pdparams")))
     optimizer.set_state_dict(paddle.load(str(out_dir / "latest.pdopt")))
     return TrainState(**json.loads(meta.read_text(encoding="utf-8")))
+
+
+def load_scaler_state(out_dir: Path) -> dict[str, Any]:
+    """The loss-scaler state `save_latest` kept in `out_dir` ({} when there is none)."""
+    path = out_dir / SCALER_CHECKPOINT
+    return paddle.load(str(path)) if path.is_file() else {}

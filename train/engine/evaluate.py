@@ -62,7 +62,8 @@ def predict_logits(model: paddle.nn.Layer, loader, num_seg: int, desc: str = "ev
     model.eval()
     all_logits, all_labels = [], []
     for clips, labels in tqdm(loader, desc=desc, leave=False, disable=not progress):
-        all_logits.append(clip_logits(model, clips, num_seg).numpy())
+        # float32 also for a model cast to float16 / bfloat16 by AMP O2 (see engine.amp).
+        all_logits.append(clip_logits(model, clips, num_seg).astype("float32").numpy())
         all_labels.append(np.asarray(labels).reshape(-1))
     if was_training:
         model.train()

@@ -5,16 +5,29 @@ CPU runs) and still carry their initial values after few iterations; through twe
 BN layers that small error compounds until eval-mode outputs no longer depend on the input.
 Re-estimating the statistics as a plain average over a few training batches, with the weights
 frozen, removes the lag (PaddleVideo's recipes call this `precise_bn`).
+
+Two ways to ask for it in a recipe's `train` section, never both:
+
+* `precise_bn: {interval_epochs: K, num_iters: B}` (the official recipes, PaddleVideo's
+  PRECISEBN, whose defaults K = 1, B = 200 apply to a missing key): B batches after the first
+  epoch, after every K-th epoch from there, and after the last one (PaddleVideo's rule: 0-based
+  `epoch % K == 0 or epoch == epochs - 1`);
+* `precise_bn_batches: B` (the demo recipe): B batches before every validation.
 """
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import paddle
 import paddle.nn as nn
 
+from train.config import ConfigError, positive_int
+
 # Every BN class the model zoo uses (BatchNorm1D/2D/3D share this base).
 _BATCH_NORMS = (nn.layer.norm._BatchNormBase,)
+_BLOCK_KEYS = {"interval_epochs", "num_iters"}
 
 
 def batch_norms(model: nn.Layer) -> list[nn.Layer]:
@@ -22,16 +35,54 @@ def batch_norms(model: nn.Layer) -> list[nn.Layer]:
     return [layer for layer in model.sublayers() if isinstance(layer, _BATCH_NORMS)]
 
 
+@dataclass(frozen=True)
+class PreciseBNSchedule:
+    """When to recompute the statistics (`due`) and from how many batches (0: never)."""
+
+    num_batches: int = 0
+    interval_epochs: int = 1
+
+    def due(self, epoch: int, epochs: int) -> bool:
+        """Whether to recompute after the 0-based `epoch` of a run of `epochs` epochs."""
+        return self.num_batches > 0 and (epoch % self.interval_epochs == 0 or epoch == epochs - 1)
+
+
+def precise_bn_schedule(train_cfg: dict[str, Any]) -> PreciseBNSchedule:
+    """The schedule a recipe's `train` section asks for (see the module docstring); a
+    ConfigError names the key when the block is malformed or both forms are given."""
+    block = train_cfg.get("precise_bn")
+    legacy = train_cfg.get("precise_bn_batches") or 0
+    if block is None:
+        return PreciseBNSchedule(num_batches=int(legacy))
+    if legacy:
+        raise ConfigError("train.precise_bn and train.precise_bn_batches are both set: keep one "
+                          "(precise_bn_batches recomputes before every validation, the "
+                          "precise_bn block every interval_epochs epochs)")
+    if not isinstance(block, dict) or set(block) - _BLOCK_KEYS:
+        raise ConfigError(f"train.precise_bn: expected a mapping of interval_epochs and "
+                          f"num_iters, got {block!r}")
+    return PreciseBNSchedule(  # PaddleVideo's defaults: every epoch, 200 batches
+        num_batches=positive_int(block.get("num_iters", 200), "train.precise_bn.num_iters"),
+        interval_epochs=positive_int(block.get("interval_epochs", 1),
+                                      "train.precise_bn.interval_epochs"))
+
+
 @paddle.no_grad()
-def recompute_bn_statistics(model: nn.Layer, loader, num_batches: int) -> int:
+def recompute_bn_statistics(model: nn.Layer, loader, num_batches: int,
+                            skip: Sequence[nn.Layer] = ()) -> int:
     """Sets every BN layer's running mean/variance to the average over `num_batches` batches
-    of `loader` (train mode, no weight update). Returns the number of batches used."""
-    norms = batch_norms(model)
+    of `loader` (train mode, no weight update). The layers in `skip` (frozen BNs, see
+    `freeze_bn`) stay in eval mode and keep their statistics. Returns the number of batches
+    used."""
+    skipped = {id(layer) for layer in skip}
+    norms = [layer for layer in batch_norms(model) if id(layer) not in skipped]
     if not norms or num_batches <= 0:
         return 0
     saved_momentum = [layer._momentum for layer in norms]
     was_training = model.training
     model.train()
+    for layer in skip:  # flags only: Layer.eval() would also flip the global tracer
+        layer.training = False
     used = 0
     for index, (clips, _labels) in enumerate(itertools.islice(loader, num_batches)):
         for layer in norms:

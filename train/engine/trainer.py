@@ -1,5 +1,6 @@
-"""The training loop: per-iteration LR schedule, mixup, progress bar, per-epoch validation,
-best-checkpoint tracking, exact resume, VisualDL scalars, and data-parallel runs.
+"""The training loop: per-iteration LR schedule, mixup, gradient accumulation, mixed precision,
+frozen BatchNorm, precise BN, progress bar, per-epoch validation, best-checkpoint tracking, exact
+resume, VisualDL scalars, and data-parallel runs.
 
 What is optimised (one network, or a distillation pair) comes from `objective.build_objective`;
 the data from `datasets.build_dataset` (video or frame folders); process-group details from
@@ -9,6 +10,7 @@ run continues exactly as an uninterrupted one would have.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -20,18 +22,26 @@ import paddle
 from paddle.io import DistributedBatchSampler
 from tqdm import tqdm
 
-from train.config import section
+from train.config import ConfigError, positive_int, section
 from train.data.datasets import build_dataset, label_names
 from train.data.loader import Loader, build_loader
 from train.data.video_dataset import ClipDataset
-from train.engine.checkpoints import TrainState, load_latest, save_best, save_latest
+from train.engine.amp import MixedPrecision, amp_settings
+from train.engine.checkpoints import (
+    TrainState,
+    load_latest,
+    load_scaler_state,
+    save_best,
+    save_latest,
+)
 from train.engine.distributed import DistContext, setup_distributed
 from train.engine.evaluate import EvalResult, predict_logits, scores_from_logits
+from train.engine.freeze_bn import freeze_batch_norms, keep_frozen
 from train.engine.mixup import mixup_batch
 from train.engine.objective import Objective, build_objective
 from train.engine.optim import build_lr_schedule, build_optimizer
 from train.engine.plots import plot_training_curves
-from train.engine.precise_bn import recompute_bn_statistics
+from train.engine.precise_bn import precise_bn_schedule, recompute_bn_statistics
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +84,37 @@ def _loaders(cfg: dict[str, Any], ctx: DistContext, batch_size: int
     return train_set, sampler, build_loader(train_set, workers, batch_sampler=sampler), val_loader
 
 
+@dataclass
+class _Steps:
+    """What every training step of a run uses: the network to call, what it optimises, and how
+    an optimiser step is taken (over `accumulate` batches, at the AMP policy's precision)."""
+    network: paddle.nn.Layer
+    objective: Objective
+    optimizer: paddle.optimizer.Optimizer
+    schedule: paddle.optimizer.lr.LRScheduler
+    amp: MixedPrecision
+    accumulate: int
+    frozen_bn: list[paddle.nn.Layer]
+    mixup_alpha: float
+    seed: int
+
+
+def _accumulate_steps(train_cfg: dict[str, Any], batches: int) -> int:
+    """`train.accumulate_steps` (default 1), which an epoch of `batches` batches must hold."""
+    steps = positive_int(train_cfg.get("accumulate_steps", 1), "train.accumulate_steps")
+    if steps > batches:
+        raise ConfigError(f"train.accumulate_steps: {steps} exceeds the {batches} training "
+                          f"batches of an epoch, which would then take no optimiser step")
+    if batches % steps:
+        log.info("accumulate_steps %d: the last %d of %d batches of every epoch are not used",
+                 steps, batches % steps, batches)
+    return steps
+
+
 def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> TrainResult:
     train_cfg = section(cfg, "train")
+    precise_bn = precise_bn_schedule(train_cfg)
+    amp = MixedPrecision(amp_settings(train_cfg))
     seed = int(train_cfg.get("seed", 0))
     paddle.seed(seed)
     np.random.seed(seed)
@@ -85,20 +124,25 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> T
     num_seg = int(section(cfg, "preprocess")["num_seg"])
     batch_size = int(train_cfg.get("batch_size", 8))
     train_set, sampler, train_loader, val_loader = _loaders(cfg, ctx, batch_size)
+    accumulate = _accumulate_steps(train_cfg, len(train_loader))
 
     objective = build_objective(cfg, num_classes=len(labels))
-    network = ctx.wrap(objective.network)
+    # Before the optimiser is built: frozen BN parameters are not among those it updates.
+    frozen_bn = freeze_batch_norms(objective.student, train_cfg.get("freeze_bn", "none"))
     epochs = int(train_cfg["epochs"])
-    schedule = build_lr_schedule(section(cfg, "optimizer"), len(train_loader), epochs,
-                                 batch_size * ctx.world_size)
+    # The schedule counts optimiser steps, and an accumulated step sees `accumulate` batches.
+    schedule = build_lr_schedule(section(cfg, "optimizer"), len(train_loader) // accumulate,
+                                 epochs, batch_size * ctx.world_size * accumulate)
     optimizer = build_optimizer(section(cfg, "optimizer"), objective.trainable_parameters(),
                                 schedule)
     out_dir = Path(train_cfg.get("output_dir", "output/run"))
     state = (load_latest(out_dir, objective.network, optimizer) if resume else None) or TrainState()
     if resume:
         log.info("resuming from %s at epoch %d", out_dir, state.epoch)
-    mixup_alpha = float(train_cfg.get("mixup_alpha", 0.0))
-    precise_bn_batches = int(train_cfg.get("precise_bn_batches", 0))
+        amp.set_state_dict(load_scaler_state(out_dir))
+    amp.decorate(objective.network, optimizer)
+    steps = _Steps(ctx.wrap(objective.network), objective, optimizer, schedule, amp, accumulate,
+                   frozen_bn, float(train_cfg.get("mixup_alpha", 0.0)), seed)
 
     start = time.perf_counter()
     with _scalar_writer(out_dir / "vdl", ctx.is_main) as writer:
@@ -106,16 +150,19 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> T
             train_set.set_epoch(epoch)
             sampler.set_epoch(epoch)
             paddle.seed(seed + epoch)  # dropout: the same draws after a resume
-            loss = _train_one_epoch(network, objective, optimizer, schedule, train_loader,
-                                    mixup_alpha, seed, writer, state,
+            loss = _train_one_epoch(steps, train_loader, writer, state,
                                     f"epoch {epoch + 1}/{epochs}", progress)
-            recompute_bn_statistics(objective.student, train_loader, precise_bn_batches)
-            ctx.average_bn_statistics(objective.student)
-            result = _validate(objective.student, val_loader, ctx, len(labels), num_seg, progress)
+            with amp.inference():
+                bn_batches = recompute_bn_statistics(
+                    objective.student, train_loader,
+                    precise_bn.num_batches if precise_bn.due(epoch, epochs) else 0, skip=frozen_bn)
+                ctx.average_bn_statistics(objective.student)
+                result = _validate(objective.student, val_loader, ctx, len(labels), num_seg,
+                                   progress)
             state.epoch = epoch + 1
             state.history.append({"epoch": epoch + 1, "loss": loss, "val_top1": result.top1,
                                   "val_clips": result.num_samples,
-                                  "lr": float(optimizer.get_lr())})
+                                  "lr": float(optimizer.get_lr()), "precise_bn": bn_batches})
             improved = result.top1 > state.best_top1
             if improved:
                 state.best_top1, state.best_epoch = result.top1, state.epoch
@@ -123,7 +170,7 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> T
                 writer.add_scalar("val/top1", result.top1, state.epoch)
                 if improved:
                     save_best(out_dir, objective.student, state, objective.distilled)
-                save_latest(out_dir, objective.network, optimizer, state)
+                save_latest(out_dir, objective.network, optimizer, state, amp.state_dict())
                 tqdm.write(f"epoch {state.epoch}/{epochs}: loss {loss:.4f}  val top-1 "
                            f"{result.top1:.4f}{'  (best, saved)' if improved else ''}")
     if ctx.is_main:
@@ -139,29 +186,45 @@ def _validate(model: paddle.nn.Layer, loader: Loader, ctx: DistContext, num_clas
     return scores_from_logits(logits, labels, num_classes)
 
 
-def _train_one_epoch(network: paddle.nn.Layer, objective: Objective, optimizer, schedule,
-                     loader: Loader, mixup_alpha: float, seed: int, writer,
-                     state: TrainState, desc: str, progress: bool) -> float:
-    network.train()
-    losses = []
-    bar = tqdm(loader, desc=desc, leave=False, disable=not progress)
+def _train_one_epoch(steps: _Steps, loader: Loader, writer, state: TrainState, desc: str,
+                     progress: bool) -> float:
+    """One epoch of optimiser steps, each over `steps.accumulate` consecutive batches: their
+    gradients add up (each loss divided by the count, so a step sees the mean loss of all its
+    clips) before one update. Returns the mean loss of the steps."""
+    steps.network.train()
+    keep_frozen(steps.frozen_bn)
+    count = steps.accumulate
+    used = len(loader) // count * count
+    losses: list[float] = []
+    step_loss = 0.0
+    step_parts: dict[str, float] = {}
+    bar = tqdm(itertools.islice(loader, used), total=used, desc=desc, leave=False,
+               disable=not progress)
     tic = time.perf_counter()
-    for clips, labels in bar:
-        rng = np.random.default_rng([seed, state.global_step])
-        clips, targets = mixup_batch(clips, labels, mixup_alpha, rng)
-        loss, parts = objective.criterion(network(clips), targets)
-        loss.backward()
-        optimizer.step()
-        optimizer.clear_grad()
-        schedule.step()
-        state.global_step += 1
-        losses.append(float(loss))
-        rate = clips.shape[0] / max(1e-9, time.perf_counter() - tic)
-        tic = time.perf_counter()
-        lr = float(optimizer.get_lr())
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{lr:.4f}", clips_s=f"{rate:.1f}")
-        writer.add_scalar("train/loss", losses[-1], state.global_step)
-        writer.add_scalar("train/lr", lr, state.global_step)
+    for index, (clips, labels) in enumerate(bar):
+        # Mixup draws depend on the batch's position in the run, not on the process history.
+        rng = np.random.default_rng([steps.seed, state.global_step * count + index % count])
+        clips, targets = mixup_batch(clips, labels, steps.mixup_alpha, rng)
+        with steps.amp.autocast():
+            loss, parts = steps.objective.criterion(steps.network(clips), targets)
+        steps.amp.backward(loss / count)
+        step_loss += float(loss) / count
         for name, value in parts.items():
+            step_parts[name] = step_parts.get(name, 0.0) + value / count
+        if index % count != count - 1:
+            continue
+        steps.amp.step(steps.optimizer)
+        steps.optimizer.clear_grad()
+        steps.schedule.step()
+        state.global_step += 1
+        losses.append(step_loss)
+        rate = clips.shape[0] * count / max(1e-9, time.perf_counter() - tic)
+        tic = time.perf_counter()
+        lr = float(steps.optimizer.get_lr())
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{lr:.4f}", clips_s=f"{rate:.1f}")
+        writer.add_scalar("train/loss", step_loss, state.global_step)
+        writer.add_scalar("train/lr", lr, state.global_step)
+        for name, value in step_parts.items():
             writer.add_scalar(f"train/{name}", value, state.global_step)
+        step_loss, step_parts = 0.0, {}
     return float(np.mean(losses)) if losses else float("nan")

@@ -2,7 +2,8 @@
 # Variables: CONFIG (recipe), CKPT (checkpoint), NAME (export name), MODEL (served model),
 # DATA (synthetic dataset folder), DATA_ARGS (generator flags), VIDEO (file or folder for predict),
 # ARGS (extra arguments for the train/test/eval/frames command), EVAL_MODE (uniform|dense),
-# SPLIT (the list eval scores), WORKERS (frame extraction processes).
+# SPLIT (the list eval scores), WORKERS (frame extraction processes),
+# NPROC (data-parallel training processes; default: the recipe's train.processes).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -53,7 +54,8 @@ frames: data
 	  $(foreach split,train val test,--list $(DATA)/$(split).list) $(ARGS)
 
 train: data
-	$(PY) -m train.train -c $(CONFIG) -o data.root=$(DATA) -o train.output_dir=$(OUTPUT) $(ARGS)
+	$(PY) -m train.train -c $(CONFIG) -o data.root=$(DATA) -o train.output_dir=$(OUTPUT) \
+	  $(if $(NPROC),--nproc $(NPROC)) $(ARGS)
 
 # Scores CKPT on the SPLIT list: report.json + confusion.png in eval-<split>-<mode>/ beside CKPT.
 eval: data

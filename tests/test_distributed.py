@@ -77,3 +77,67 @@ def test_two_cpu_processes_train_with_gloo(quick_dataset: Path, tmp_path: Path) 
     report = json.loads((report_dir / "report.json").read_text())
     assert report["num_samples"] == 8
     assert report["top1"] == pytest.approx(state["history"][0]["val_top1"])
+
+
+def test_nproc_spawns_workers_that_share_the_terminal(quick_dataset: Path, tmp_path: Path) -> None:
+    """`python -m train.train ... --nproc 2` spawns the two gloo workers itself: the same sharded
+    run as under the launcher, with rank 0's summary on the caller's stdout (once)."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "train.train", "-c", str(DEMO_RECIPE), "--nproc", "2",
+               "--no-progress", *as_cli(tiny_overrides(quick_dataset, out, 1))]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=420)
+    assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
+    assert "training with 2 data-parallel processes" in done.stdout
+    assert done.stdout.count("done: 1 epochs") == 1
+    state = json.loads((out / "latest.json").read_text())
+    assert state["global_step"] == 16 // (2 * 4)  # 16 clips, 2 processes x batch 4
+    assert state["history"][0]["val_clips"] == 8
+
+
+def test_nproc_must_be_a_positive_integer(quick_dataset: Path, tmp_path: Path, capsys) -> None:
+    from train import train as train_cli
+
+    args = ["-c", str(DEMO_RECIPE), *as_cli(tiny_overrides(quick_dataset, tmp_path, 1)),
+            "-o", "train.processes=two"]
+    assert train_cli.main(args) == 2
+    assert "train.processes" in capsys.readouterr().err
+
+
+def test_killing_the_command_stops_its_spawned_workers(quick_dataset: Path, tmp_path: Path) -> None:
+    """SIGKILL of `train.train --nproc 2` (nothing of it can clean up) still ends both workers."""
+    import os
+    import signal
+    import time
+
+    command = [sys.executable, "-m", "train.train", "-c", str(DEMO_RECIPE), "--nproc", "2",
+               "--no-progress", *as_cli(tiny_overrides(quick_dataset, tmp_path / "run", 50))]
+    parent = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    assert "training with 2 data-parallel processes" in parent.stdout.readline()
+
+    def children() -> list[int]:
+        listing = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent.pid)],
+                                 capture_output=True, text=True).stdout
+        return [int(pid) for pid in listing.split()]
+
+    deadline = time.monotonic() + 60
+    while len(children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    workers = children()
+    assert len(workers) >= 2
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alive = [pid for pid in alive if _running(pid)]
+    assert not alive, f"workers {alive} outlived the killed command"
+
+
+def _running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

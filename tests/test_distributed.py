@@ -116,9 +116,7 @@ def test_killing_the_command_stops_its_spawned_workers(quick_dataset: Path, tmp_
     assert "training with 2 data-parallel processes" in parent.stdout.readline()
 
     def children() -> list[int]:
-        listing = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent.pid)],
-                                 capture_output=True, text=True).stdout
-        return [int(pid) for pid in listing.split()]
+        return [pid for pid in _pids() if _stat_fields(pid)[1:2] == [str(parent.pid)]]
 
     deadline = time.monotonic() + 60
     while len(children()) < 2 and time.monotonic() < deadline:
@@ -135,10 +133,18 @@ def test_killing_the_command_stops_its_spawned_workers(quick_dataset: Path, tmp_
     assert not alive, f"workers {alive} outlived the killed command"
 
 
+def _pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: [state, ppid, ...]; [] once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
 def _running(pid: int) -> bool:
     """True while `pid` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    return _stat_fields(pid)[:1] not in ([], ["Z"])

@@ -8,11 +8,11 @@ import paddle
 import pytest
 
 from train.config import ConfigError
-from train.engine.freeze_bn import freeze_batch_norms, keep_frozen
+from train.engine.freeze_bn import freeze_batch_norms
 from train.engine.losses import MixedTargets
 from train.engine.objective import SupervisedCriterion
 from train.engine.optim import build_lr_schedule, build_optimizer
-from train.engine.precise_bn import batch_norms
+from train.engine.layer_modes import batch_norms, keep_in_eval_mode
 from train.models import build_model
 
 BN_TENSORS = ("_mean", "_variance", "weight", "bias")
@@ -25,7 +25,7 @@ def _bn_values(model: paddle.nn.Layer) -> list[dict[str, np.ndarray]]:
 
 def _train_steps(mode: str, steps: int = 2) -> tuple[list, list, list, paddle.optimizer.Optimizer]:
     """A tiny PP-TSMv2 with `mode` applied, trained `steps` AdamW steps on one batch the way the
-    trainer does (train(), then keep_frozen). (BN values before, after, frozen, optimiser)."""
+    trainer does (train(), then keep_in_eval_mode). (BN values before, after, frozen, optimiser)."""
     paddle.seed(0)
     model = build_model("pptsm_v2_lcnet", num_classes=4, num_seg=4, width_mult=0.25, dropout=0.0)
     frozen = freeze_batch_norms(model, mode)
@@ -39,7 +39,7 @@ def _train_steps(mode: str, steps: int = 2) -> tuple[list, list, list, paddle.op
     criterion = SupervisedCriterion()
     for _ in range(steps):
         model.train()
-        keep_frozen(frozen)
+        keep_in_eval_mode(frozen)
         loss, _parts = criterion(model(clips), targets)
         loss.backward()
         optimizer.step()
@@ -80,7 +80,7 @@ def test_frozen_layers_stay_in_eval_mode_after_train() -> None:
     model = build_model("pptsm_mobilenet_v2", num_classes=4, num_seg=4)
     frozen = freeze_batch_norms(model, "partial")
     model.train()
-    keep_frozen(frozen)
+    keep_in_eval_mode(frozen)
     norms = batch_norms(model)
     assert norms[0].training and not any(layer.training for layer in norms[1:])
 

@@ -13,13 +13,9 @@ import pytest
 from tests.tiny_recipe import DEMO_RECIPE, REPO_ROOT, tiny_overrides
 from train.config import ConfigError, load_config
 from train.engine.freeze_bn import freeze_batch_norms
+from train.engine.layer_modes import batch_norms
 from train.engine.objective import build_objective
-from train.engine.precise_bn import (
-    PreciseBNSchedule,
-    batch_norms,
-    precise_bn_schedule,
-    recompute_bn_statistics,
-)
+from train.engine.precise_bn import PreciseBNSchedule, precise_bn_schedule, recompute_bn_statistics
 from train.engine.trainer import train
 from train.models import build_model
 

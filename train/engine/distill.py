@@ -31,6 +31,7 @@ import paddle.nn as nn
 
 from train.config import ConfigError
 from train.engine.init_weights import initialise_weights
+from train.engine.layer_modes import keep_in_eval_mode
 from train.engine.losses import MixedTargets, dml_kl_loss, kd_kl_loss, mixed_cross_entropy
 from train.models import build_model
 
@@ -99,9 +100,8 @@ class DistillationPair(nn.Layer):
 
     def train(self, mode: bool = True) -> "DistillationPair":
         super().train(mode)
-        if self.freeze_teacher:  # flags only: Layer.eval() would also flip the global tracer
-            for layer in [self.teacher, *self.teacher.sublayers()]:
-                layer.training = False
+        if self.freeze_teacher:
+            keep_in_eval_mode([self.teacher, *self.teacher.sublayers()])
         return self
 
     def forward(self, clips: paddle.Tensor) -> dict[str, paddle.Tensor]:

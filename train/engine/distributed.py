@@ -17,7 +17,7 @@ import paddle.distributed as dist
 import paddle.nn as nn
 from paddle.io import Dataset, DistributedBatchSampler, Subset
 
-from train.engine.precise_bn import batch_norms
+from train.engine.layer_modes import batch_norms
 
 
 def shard_indices(num_samples: int, rank: int, world_size: int) -> list[int]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import paddle.nn as nn
 
 from train.config import ConfigError
-from train.engine.precise_bn import batch_norms
+from train.engine.layer_modes import batch_norms, keep_in_eval_mode
 
 FREEZE_BN_MODES = ("none", "partial", "all")
 
@@ -20,7 +20,7 @@ FREEZE_BN_MODES = ("none", "partial", "all")
 def freeze_batch_norms(model: nn.Layer, mode: str) -> list[nn.Layer]:
     """Freezes the BN layers of `model` that `mode` (the recipe's `train.freeze_bn`) names and
     returns them. Call it before the optimiser is built, so that their parameters are left
-    out, and `keep_frozen` after every `train()` of the network."""
+    out, and `layer_modes.keep_in_eval_mode` on them after every `train()` of the network."""
     if mode not in FREEZE_BN_MODES:
         raise ConfigError(f"train.freeze_bn: one of {', '.join(FREEZE_BN_MODES)}, got {mode!r}")
     norms = batch_norms(model)
@@ -29,12 +29,5 @@ def freeze_batch_norms(model: nn.Layer, mode: str) -> list[nn.Layer]:
         for parameter in (layer.weight, layer.bias):
             if parameter is not None:
                 parameter.stop_gradient = True
-    keep_frozen(frozen)
+    keep_in_eval_mode(frozen)
     return frozen
-
-
-def keep_frozen(frozen: list[nn.Layer]) -> None:
-    """Puts the frozen layers back in eval mode after the network's `train()` set them to train
-    mode (flags only: Layer.eval() would also flip Paddle's global tracer)."""
-    for layer in frozen:
-        layer.training = False

@@ -24,15 +24,9 @@ import paddle
 import paddle.nn as nn
 
 from train.config import ConfigError, positive_int
+from train.engine.layer_modes import batch_norms, keep_in_eval_mode
 
-# Every BN class the model zoo uses (BatchNorm1D/2D/3D share this base).
-_BATCH_NORMS = (nn.layer.norm._BatchNormBase,)
 _BLOCK_KEYS = {"interval_epochs", "num_iters"}
-
-
-def batch_norms(model: nn.Layer) -> list[nn.Layer]:
-    """Every BatchNorm layer of `model`."""
-    return [layer for layer in model.sublayers() if isinstance(layer, _BATCH_NORMS)]
 
 
 @dataclass(frozen=True)
@@ -81,8 +75,7 @@ def recompute_bn_statistics(model: nn.Layer, loader, num_batches: int,
     saved_momentum = [layer._momentum for layer in norms]
     was_training = model.training
     model.train()
-    for layer in skip:  # flags only: Layer.eval() would also flip the global tracer
-        layer.training = False
+    keep_in_eval_mode(skip)
     used = 0
     for index, (clips, _labels) in enumerate(itertools.islice(loader, num_batches)):
         for layer in norms:

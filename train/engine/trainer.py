@@ -36,7 +36,8 @@ from train.engine.checkpoints import (
 )
 from train.engine.distributed import DistContext, setup_distributed
 from train.engine.evaluate import EvalResult, predict_logits, scores_from_logits
-from train.engine.freeze_bn import freeze_batch_norms, keep_frozen
+from train.engine.freeze_bn import freeze_batch_norms
+from train.engine.layer_modes import keep_in_eval_mode
 from train.engine.mixup import mixup_batch
 from train.engine.objective import Objective, build_objective
 from train.engine.optim import build_lr_schedule, build_optimizer
@@ -192,7 +193,7 @@ def _train_one_epoch(steps: _Steps, loader: Loader, writer, state: TrainState, d
     gradients add up (each loss divided by the count, so a step sees the mean loss of all its
     clips) before one update. Returns the mean loss of the steps."""
     steps.network.train()
-    keep_frozen(steps.frozen_bn)
+    keep_in_eval_mode(steps.frozen_bn)
     count = steps.accumulate
     used = len(loader) // count * count
     losses: list[float] = []

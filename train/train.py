@@ -27,6 +27,10 @@ if __package__ in (None, ""):  # run as a file (the launcher): import `train` fr
 from train.config import ConfigError, load_config, positive_int  # noqa: E402
 
 
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train a PP-TSM / PP-TSMv2 model from a recipe.")
     parser.add_argument("-c", "--config", required=True, help="recipe YAML under train/configs/")
@@ -39,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="data-parallel worker processes to spawn (default: the recipe's "
                              "train.processes, else 1)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     try:
         cfg = load_config(args.config, args.override)
         nproc = positive_int(args.nproc if args.nproc is not None
@@ -86,7 +90,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def _worker(cfg: dict[str, Any], resume: bool, progress: bool, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging()  # a spawned process starts with none
     if run(cfg, resume, progress) != 0:
         raise SystemExit(2)  # spawn reports a worker's failure by raising in the parent
 

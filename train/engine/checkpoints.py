@@ -19,12 +19,12 @@ from typing import Any, Optional
 
 import paddle
 
-from train.models.checkpoint import _LAYOUT_PREFIXES
+from train.models.checkpoint import LAYOUT_PREFIXES
 
 STUDENT_CHECKPOINT = "best_student.pdparams"
 SCALER_CHECKPOINT = "latest.pdscaler"
 # Our names -> PaddleVideo's student-only names: the inverse of the loader's `dml_student` map.
-_TO_PADDLEVIDEO_STUDENT = {ours: theirs for theirs, ours in _LAYOUT_PREFIXES["dml_student"].items()}
+_TO_PADDLEVIDEO_STUDENT = {ours: theirs for theirs, ours in LAYOUT_PREFIXES["dml_student"].items()}
 
 
 @dataclass

@@ -46,7 +46,7 @@ _ALLOWED_PICKLE_GLOBALS = frozenset({
 })
 
 # layout name -> (source prefix -> model prefix); keys matching no prefix keep their name.
-_LAYOUT_PREFIXES: dict[str, dict[str, str]] = {
+LAYOUT_PREFIXES: dict[str, dict[str, str]] = {
     "plain": {},
     "dml_student": {"0.": "backbone.", "1.": "head."},
     "dml_full": {"Student.0.": "backbone.", "Student.1.": "head."},
@@ -149,7 +149,7 @@ def load_state_dict_by_name(model: nn.Layer, state: Union[StateLike, str, Path],
         state = load_pdparams(state)
     source_keys = [key for key in state if key != PARAM_NAME_TABLE_KEY]
     layout = "custom" if key_map is not None else detect_layout(source_keys)
-    prefixes = key_map if key_map is not None else _LAYOUT_PREFIXES[layout]
+    prefixes = key_map if key_map is not None else LAYOUT_PREFIXES[layout]
     report = LoadReport(layout=layout)
 
     renamed: dict[str, np.ndarray] = {}

@@ -209,6 +209,31 @@ def test_half_width_net_runs_on_small_clips(size: int) -> None:
     assert np.isfinite(logits.numpy()).all()
 
 
+def test_shallow_net_keeps_the_first_blocks_under_their_official_names() -> None:
+    full = build_model(MODEL_NAME, num_classes=5, num_seg=8, width_mult=0.25)
+    shallow = build_model(MODEL_NAME, num_classes=5, num_seg=8, width_mult=0.25,
+                          stage_blocks=[1, 1, 2, 1])
+    assert [len(stage) for stage in shallow.backbone.stages] == [1, 1, 2, 1]
+    full_shapes = {name: value.shape for name, value in full.state_dict().items()}
+    shallow_shapes = {name: value.shape for name, value in shallow.state_dict().items()}
+    assert shallow_shapes.items() <= full_shapes.items()
+    dropped = set(full_shapes) - set(shallow_shapes)
+    assert dropped and all(name.startswith(("backbone.stages.0.1.", "backbone.stages.1.1.",
+                                            "backbone.stages.2.2.", "backbone.stages.2.3.",
+                                            "backbone.stages.2.4.", "backbone.stages.2.5.",
+                                            "backbone.stages.3.1.")) for name in dropped)
+    shallow.eval()
+    with paddle.no_grad():
+        logits = shallow(paddle.randn([2, 8, 3, 48, 48]))
+    assert logits.shape == [2, 5] and np.isfinite(logits.numpy()).all()
+
+
+@pytest.mark.parametrize("blocks", [[1, 1, 1], [0, 1, 1, 1], [1, 1, 7, 1], [1, 1.5, 1, 1]])
+def test_stage_blocks_outside_the_official_counts_are_refused(blocks: list) -> None:
+    with pytest.raises(ValueError, match=r"stage_blocks must be 4 integers.*\[2, 2, 6, 2\]"):
+        build_model(MODEL_NAME, num_classes=5, width_mult=0.25, stage_blocks=blocks)
+
+
 def test_too_narrow_net_for_the_shift_is_refused() -> None:
     # stages.2 gets 8 channels; 8 * 1/16 rounds down to no shifted channel at all
     with pytest.raises(TemporalShiftError, match="moves no channel"):

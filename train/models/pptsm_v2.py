@@ -3,12 +3,14 @@
 Attribute names and creation order reproduce PaddleVideo's `PPTSM_v2` state_dict exactly
 (`backbone.stem.*`, `backbone.stages.<s>.<b>.*`, `backbone.last_conv.weight`, `backbone.fc.*`,
 and `backbone.global_attention.fc.*` last for the temporal-attention variant), so official
-checkpoints load by name. `width_mult` < 1 narrows every stage for fast CPU demos; at 1.0 the net
-is the official one.
+checkpoints load by name. `width_mult` < 1 narrows every stage and `stage_blocks` keeps only the
+first blocks of each stage, for fast CPU demos; at their defaults the net is the official one.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Optional
 
 import paddle
 import paddle.nn as nn
@@ -165,10 +167,12 @@ class PPTSMv2Backbone(nn.Layer):
     """
 
     def __init__(self, *, num_classes: int, num_seg: int, use_temporal_att: bool,
-                 width_mult: float, dropout: float, feature_dim: int = FEATURE_DIM) -> None:
+                 width_mult: float, dropout: float, feature_dim: int = FEATURE_DIM,
+                 stage_blocks: Optional[Sequence[int]] = None) -> None:
         super().__init__()
         if width_mult <= 0:
             raise ValueError(f"width_mult must be > 0, got {width_mult}")
+        stage_specs = _stage_specs(stage_blocks)
         self.num_seg = num_seg
         stem_out = scale_channels(STEM_CHANNELS[0], width_mult)
         stem_dw_out = scale_channels(STEM_CHANNELS[1], width_mult)
@@ -177,7 +181,7 @@ class PPTSMv2Backbone(nn.Layer):
             DepthwiseSeparable(stem_out, stem_dw_out, stride=1, kernel_size=3),
         )
         self.stages = nn.LayerList(
-            [_build_stage(spec, width_mult) for spec in LCNETV2_BASE_STAGES])
+            [_build_stage(spec, width_mult) for spec in stage_specs])
         self.avg_pool = nn.AdaptiveAvgPool2D(1)
         last_channels = scale_channels(2 * LCNETV2_BASE_STAGES[-1].in_channels, width_mult)
         self.last_conv = nn.Conv2D(last_channels, feature_dim, 1, bias_attr=False)
@@ -206,6 +210,25 @@ class PPTSMv2Backbone(nn.Layer):
         return self.temporal_shift(x)
 
 
+def _stage_specs(stage_blocks: Optional[Sequence[int]]) -> tuple[StageSpec, ...]:
+    """The official stages, or with `stage_blocks` only the first n blocks of each.
+
+    Why a demo wants this: from scratch, the 14 non-residual blocks of PP-LCNetV2 leave the loss
+    flat for thousands of clips, while one block per stage learns the synthetic motions within the
+    CPU budget (README, "Demo model"). The kept blocks keep their official names (`stages.s.0`
+    ...), so such a net's parameters are a subset of an official checkpoint's.
+    """
+    if stage_blocks is None:
+        return LCNETV2_BASE_STAGES
+    official = [spec.num_blocks for spec in LCNETV2_BASE_STAGES]
+    blocks = list(stage_blocks)
+    if len(blocks) != len(official) or not all(
+            isinstance(n, int) and 1 <= n <= most for n, most in zip(blocks, official)):
+        raise ValueError(f"stage_blocks must be {len(official)} integers, each between 1 and the "
+                         f"official count {official}, got {stage_blocks!r}")
+    return tuple(replace(spec, num_blocks=n) for spec, n in zip(LCNETV2_BASE_STAGES, blocks))
+
+
 def _build_stage(spec: StageSpec, width_mult: float) -> nn.Sequential:
     block_cls = RepDepthwiseSeparable if spec.use_rep else DepthwiseSeparable
     in_channels = scale_channels(spec.in_channels, width_mult)
@@ -222,12 +245,14 @@ def _build_stage(spec: StageSpec, width_mult: float) -> nn.Sequential:
 @register_model
 def pptsm_v2_lcnet(num_classes: int = 400, num_seg: int = 8, use_temporal_att: bool = False,
                    width_mult: float = 1.0, dropout: float = 0.2,
-                   feature_dim: int = FEATURE_DIM) -> Recognizer2D:
+                   feature_dim: int = FEATURE_DIM,
+                   stage_blocks: Optional[Sequence[int]] = None) -> Recognizer2D:
     """PP-TSMv2 (PP-LCNetV2-base + TSM); defaults give PaddleVideo's 8-frame Kinetics-400 net.
 
     `use_temporal_att=True` with `num_seg=16` is the released DML-distilled student.
     """
     backbone = PPTSMv2Backbone(num_classes=num_classes, num_seg=num_seg,
                                use_temporal_att=use_temporal_att, width_mult=width_mult,
-                               dropout=dropout, feature_dim=feature_dim)
+                               dropout=dropout, feature_dim=feature_dim,
+                               stage_blocks=stage_blocks)
     return Recognizer2D(backbone, head=None, export_name=EXPORT_NAME)

@@ -40,7 +40,7 @@ from train.engine.freeze_bn import freeze_batch_norms
 from train.engine.layer_modes import keep_in_eval_mode
 from train.engine.mixup import mixup_batch
 from train.engine.objective import Objective, build_objective
-from train.engine.optim import build_lr_schedule, build_optimizer
+from train.engine.optim import apply_lr_multipliers, build_lr_schedule, build_optimizer
 from train.engine.plots import plot_training_curves
 from train.engine.precise_bn import precise_bn_schedule, recompute_bn_statistics
 
@@ -134,6 +134,7 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> T
     # The schedule counts optimiser steps, and an accumulated step sees `accumulate` batches.
     schedule = build_lr_schedule(section(cfg, "optimizer"), len(train_loader) // accumulate,
                                  epochs, batch_size * ctx.world_size * accumulate)
+    apply_lr_multipliers(objective.student, section(cfg, "optimizer").get("lr_mult") or {})
     optimizer = build_optimizer(section(cfg, "optimizer"), objective.trainable_parameters(),
                                 schedule)
     out_dir = Path(train_cfg.get("output_dir", "output/run"))

@@ -1,4 +1,4 @@
-"""Precise BN: when the recipe's `precise_bn` block (or the demo's `precise_bn_batches`)
+"""Precise BN: when the recipe's `precise_bn` block (or `precise_bn_batches`)
 recomputes the statistics, that the recomputation leaves frozen BNs alone, and a tiny real run
 of the trainer that recomputes on PaddleVideo's epochs with partial BN frozen."""
 from __future__ import annotations
@@ -66,9 +66,9 @@ def test_official_recipes_schedule(recipe: Path) -> None:
     assert schedule.interval_epochs == (5 if expected else 1)
 
 
-def test_demo_recipe_keeps_precise_bn_batches() -> None:
+def test_demo_recipe_recomputes_every_fifth_epoch() -> None:
     schedule = precise_bn_schedule(load_config(DEMO_RECIPE)["train"])
-    assert schedule == PreciseBNSchedule(num_batches=8, interval_epochs=1)
+    assert schedule == PreciseBNSchedule(num_batches=8, interval_epochs=5)
 
 
 def test_recomputation_leaves_frozen_batch_norms_alone() -> None:
@@ -95,7 +95,7 @@ def test_trainer_recomputes_on_schedule_and_keeps_frozen_statistics(quick_datase
     each; partial BN: every BN but the first ends the run with its initial values."""
     out = tmp_path / "run"
     cfg = load_config(DEMO_RECIPE, tiny_overrides(
-        quick_dataset, out, 3, "train.batch_size=8", "train.precise_bn_batches=0",
+        quick_dataset, out, 3, "train.batch_size=8",
         "train.precise_bn={interval_epochs: 5, num_iters: 2}", "train.freeze_bn=partial"))
     train(cfg, progress=False)
     history = json.loads((out / "latest.json").read_text())["history"]

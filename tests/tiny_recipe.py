@@ -8,7 +8,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_RECIPE = REPO_ROOT / "train" / "configs" / "demo" / "pptsmv2_lcnet_synthetic_demo.yaml"
 TINY_OVERRIDES = ("model.width_mult=0.25", "model.num_seg=4", "preprocess.num_seg=4",
                   "preprocess.scale_size=36", "preprocess.crop_size=32", "train.batch_size=4",
-                  "data.num_workers=0", "train.precise_bn_batches=2", "train.processes=1")
+                  "data.num_workers=0", "train.precise_bn.num_iters=2",
+                  "train.precise_bn.interval_epochs=1", "train.processes=1")
 
 
 def tiny_overrides(root: Path, out: Path, epochs: int, *extra: str) -> list[str]:

@@ -3,7 +3,7 @@
     python -m tests.bench.tsm_ablation [--data data/synthetic] [--epochs 4] [--format frames]
         [--train-clips N] [--variants tsm no_shift student student_kd] [--out output/ablation]
 
-Four trainings of the demo recipe (PP-TSMv2, 48 px, 8 frames; temporal attention off so that
+Four trainings of the demo recipe (PP-TSMv2, 48 px, 4 frames; temporal attention off so that
 the shift is the only thing that mixes frames), each scored on the test list:
 
 * `tsm`: the PP-TSMv2 network at width 0.5;
@@ -47,9 +47,12 @@ VARIANTS = ("tsm", "no_shift", "student", "student_kd")
 
 
 def _kd_section(teacher_checkpoint: Path) -> dict[str, Any]:
+    """The `tsm` network as the frozen teacher: the demo recipe's model (frames, depth) at the
+    teacher's width."""
+    model = dict(load_config(DEMO_RECIPE)["model"])
     return {"mode": "kd",
-            "teacher": {"name": "pptsm_v2_lcnet", "num_seg": 8, "width_mult": TEACHER_WIDTH,
-                        "use_temporal_att": False, "checkpoint": str(teacher_checkpoint)},
+            "teacher": {**model, "width_mult": TEACHER_WIDTH, "use_temporal_att": False,
+                        "checkpoint": str(teacher_checkpoint)},
             "losses": [{"name": "cross_entropy", "pair": ["student", "ground_truth"],
                         "weight": 0.5},
                        {"name": "kd_kl", "pair": ["student", "teacher"], "weight": 0.5,

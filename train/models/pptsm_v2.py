@@ -215,7 +215,7 @@ def _stage_specs(stage_blocks: Optional[Sequence[int]]) -> tuple[StageSpec, ...]
 
     Why a demo wants this: from scratch, the 14 non-residual blocks of PP-LCNetV2 leave the loss
     flat for thousands of clips, while one block per stage learns the synthetic motions within the
-    CPU budget (README, "Demo model"). The kept blocks keep their official names (`stages.s.0`
+    CPU budget (README, "The demo recipe"). The kept blocks keep their official names (`stages.s.0`
     ...), so such a net's parameters are a subset of an official checkpoint's.
     """
     if stage_blocks is None:

@@ -228,7 +228,8 @@ def test_shallow_net_keeps_the_first_blocks_under_their_official_names() -> None
     assert logits.shape == [2, 5] and np.isfinite(logits.numpy()).all()
 
 
-@pytest.mark.parametrize("blocks", [[1, 1, 1], [0, 1, 1, 1], [1, 1, 7, 1], [1, 1.5, 1, 1]])
+@pytest.mark.parametrize("blocks", [[1, 1, 1], [0, 1, 1, 1], [1, 1, 7, 1], [1, 1.5, 1, 1],
+                                    [True, 1, 1, 1]])
 def test_stage_blocks_outside_the_official_counts_are_refused(blocks: list) -> None:
     with pytest.raises(ValueError, match=r"stage_blocks must be 4 integers.*\[2, 2, 6, 2\]"):
         build_model(MODEL_NAME, num_classes=5, width_mult=0.25, stage_blocks=blocks)

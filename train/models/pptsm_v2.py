@@ -223,7 +223,8 @@ def _stage_specs(stage_blocks: Optional[Sequence[int]]) -> tuple[StageSpec, ...]
     official = [spec.num_blocks for spec in LCNETV2_BASE_STAGES]
     blocks = list(stage_blocks)
     if len(blocks) != len(official) or not all(
-            isinstance(n, int) and 1 <= n <= most for n, most in zip(blocks, official)):
+            isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= most
+            for n, most in zip(blocks, official)):
         raise ValueError(f"stage_blocks must be {len(official)} integers, each between 1 and the "
                          f"official count {official}, got {stage_blocks!r}")
     return tuple(replace(spec, num_blocks=n) for spec, n in zip(LCNETV2_BASE_STAGES, blocks))

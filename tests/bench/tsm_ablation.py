@@ -9,8 +9,8 @@ the shift is the only thing that mixes frames), each scored on the test list:
 * `tsm`: the PP-TSMv2 network at width 0.5;
 * `no_shift`: the same network with its temporal shift replaced by the identity
   (`model.temporal_shift: false`): a per-frame CNN whose clip score averages the frames, blind
-  to their order, so it cannot tell a class from its reverse (move left / right, rotate cw / ccw,
-  grow / shrink);
+  to their order, so it cannot tell a class from its reverse (move left / right, up-right /
+  down-left, grow / shrink);
 * `student`: the same network at width 0.25, alone;
 * `student_kd`: the width-0.25 student distilled (KD, T = 4) from the trained `tsm` network as a
   frozen teacher.
@@ -32,16 +32,13 @@ from typing import Any, Optional
 import numpy as np
 
 from train.config import load_config
-from train.data.synthetic_motion import CLASS_NAMES
+from train.data.datasets import label_names
+from train.data.synthetic_classes import opposite_class
 from train.engine.trainer import train
 from train.eval import evaluate_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_RECIPE = REPO_ROOT / "train" / "configs" / "demo" / "pptsmv2_lcnet_synthetic_demo.yaml"
-# Classes 2k and 2k+1 of the synthetic set are each other's time reversal.
-OPPOSITE_PAIRS = ((0, 1), (2, 3), (4, 5), (6, 7))
-assert CLASS_NAMES == ("move_left", "move_right", "move_up", "move_down", "rotate_cw",
-                       "rotate_ccw", "grow", "shrink"), "the pairs above assume this order"
 TEACHER_WIDTH, STUDENT_WIDTH = 0.5, 0.25
 VARIANTS = ("tsm", "no_shift", "student", "student_kd")
 
@@ -87,10 +84,17 @@ def _data_overrides(data: Path, data_format: str, train_clips: Optional[int],
             *(f"data.{split}_list={path.resolve()}" for split, path in lists.items())]
 
 
-def pair_scores(confusion: np.ndarray) -> tuple[float, float]:
+def opposite_pairs(names: list[str]) -> list[tuple[int, int]]:
+    """Label pairs (i, j), i < j, of classes that are each other's time reversal."""
+    index = {name: label for label, name in enumerate(names)}
+    return sorted({tuple(sorted((label, index[opposite_class(name)])))
+                   for label, name in enumerate(names) if opposite_class(name) in index})
+
+
+def pair_scores(confusion: np.ndarray, pairs: list[tuple[int, int]]) -> tuple[float, float]:
     """(share of clips predicted in their class's opposite pair, top-1 within that share)."""
     total = confusion.sum()
-    in_pair = sum(confusion[np.ix_(pair, pair)].sum() for pair in OPPOSITE_PAIRS)
+    in_pair = sum(confusion[np.ix_(pair, pair)].sum() for pair in pairs)
     correct = np.trace(confusion)
     return in_pair / total, (correct / in_pair if in_pair else float("nan"))
 
@@ -113,7 +117,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         seconds = time.perf_counter() - start
         report = evaluate_checkpoint(cfg, args.out / name / "best.pdparams", "uniform", "test",
                                      progress=False)
-        in_pair, direction = pair_scores(np.asarray(report["confusion"]))
+        in_pair, direction = pair_scores(np.asarray(report["confusion"]),
+                                         opposite_pairs(label_names(cfg)))
         rows.append({"variant": name, "width": cfg["model"]["width_mult"],
                      "val_top1": result.best_top1, "test_top1": report["top1"],
                      "pair_acc": in_pair, "direction_acc": direction, "train_s": seconds})

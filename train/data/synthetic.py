@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from train.data.synthetic_motion import CLASS_NAMES, iter_scene_frames, render_clip, sample_scene
+from train.data.synthetic_motion import iter_scene_frames, render_clip, sample_scene
 from train.data.synthetic_settings import (
     SPLITS,
     ClipSettings,
@@ -47,7 +47,6 @@ from train.data.synthetic_settings import (
 from train.data.synthetic_video_file import CODECS, VideoFileError, check_video, write_video
 
 __all__ = [
-    "CLASS_NAMES",
     "DEFAULT_CONFIG",
     "DatasetExistsError",
     "DatasetSummary",
@@ -64,7 +63,7 @@ VIDEO_DIR_NAME = "videos"
 GENERATOR_NAME = "train.data.synthetic"
 # Bump when the generator's output for the same settings and seed changes, so that an old dataset
 # is not mistaken for the one the current code would write.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # Independent random streams per split: (seed, split, stream, ...) seeds each generator.
 _SCENE_STREAM = 0
@@ -113,13 +112,14 @@ class DatasetSummary:
 
     def describe(self) -> str:
         """A table of clips per class and split, then codecs, frames, size and time."""
-        width = max(map(len, CLASS_NAMES + ("total",)))
+        classes = list(self.counts[SPLITS[0]])
+        width = max(map(len, [*classes, "total"]))
 
         def row(label: str, cells: Sequence[object]) -> str:
             return f"{label:<{width}} " + " ".join(f"{cell:>6}" for cell in cells)
 
         lines = [f"synthetic dataset {self.root} (seed {self.seed})", row("class", SPLITS)]
-        lines += [row(name, [self.counts[split][name] for split in SPLITS]) for name in CLASS_NAMES]
+        lines += [row(name, [self.counts[split][name] for split in SPLITS]) for name in classes]
         lines.append(row("total", [sum(self.counts[split].values()) for split in SPLITS]))
         lines.append("codecs: " + ", ".join(f"{codec} {count}" for codec, count in self.codec_counts.items()))
         lines.append(f"{self.total_frames:,} frames, {self.total_bytes / 2**20:.1f} MiB, "
@@ -144,10 +144,11 @@ def _plan_jobs(settings: DatasetSettings, seed: int) -> list[ClipJob]:
     """All clips of the dataset, split by split, classes interleaved (clip i shows class i mod C)."""
     jobs = []
     for split_number, split in enumerate(SPLITS):
-        count = settings.clips_per_class[split] * len(CLASS_NAMES)
+        classes = settings.classes
+        count = settings.clips_per_class[split] * len(classes)
         codec_rng = np.random.default_rng([seed, split_number, _CODEC_STREAM])
         for index, codec in enumerate(_codec_sequence(settings.codec_mix, count, codec_rng)):
-            class_name = CLASS_NAMES[index % len(CLASS_NAMES)]
+            class_name = classes[index % len(classes)]
             path = f"{VIDEO_DIR_NAME}/{split}/{class_name}/{split}_{index:05d}{CODECS[codec].extension}"
             jobs.append(ClipJob(split, class_name, path, codec, (seed, split_number, _SCENE_STREAM, index)))
     return jobs
@@ -236,18 +237,19 @@ def _prepare_root(root: Path, identity: dict[str, Any], force: bool) -> None:
         shutil.rmtree(root / VIDEO_DIR_NAME)
 
 
-def _write_lists(root: Path, records: Sequence[ClipRecord]) -> None:
+def _write_lists(root: Path, classes: Sequence[str], records: Sequence[ClipRecord]) -> None:
     """label_list.txt and one list file per split, in PaddleVideo's formats."""
-    labels = "".join(f"{index} {name}\n" for index, name in enumerate(CLASS_NAMES))
+    labels = "".join(f"{index} {name}\n" for index, name in enumerate(classes))
     _write_text_atomically(root / LABEL_LIST_NAME, labels)
     for split in SPLITS:
-        lines = [f"{record.job.relative_path} {CLASS_NAMES.index(record.job.class_name)}\n"
+        lines = [f"{record.job.relative_path} {classes.index(record.job.class_name)}\n"
                  for record in records if record.job.split == split]
         _write_text_atomically(root / f"{split}.list", "".join(lines))
 
 
-def _summarise(root: Path, seed: int, records: Sequence[ClipRecord], elapsed_s: float) -> DatasetSummary:
-    counts = {split: dict.fromkeys(CLASS_NAMES, 0) for split in SPLITS}
+def _summarise(root: Path, seed: int, classes: Sequence[str], records: Sequence[ClipRecord],
+               elapsed_s: float) -> DatasetSummary:
+    counts = {split: dict.fromkeys(classes, 0) for split in SPLITS}
     codec_counts = dict.fromkeys(CODECS, 0)
     for record in records:
         counts[record.job.split][record.job.class_name] += 1
@@ -281,13 +283,13 @@ def generate_dataset(
     jobs = _plan_jobs(settings, seed)
     records = list(tqdm(_run_jobs(jobs, settings.clip, root, workers), total=len(jobs), unit="clip",
                         desc="synthetic clips", disable=not progress))
-    _write_lists(root, records)
+    _write_lists(root, settings.classes, records)
 
-    summary = _summarise(root, seed, records, time.perf_counter() - started)
+    summary = _summarise(root, seed, settings.classes, records, time.perf_counter() - started)
     _write_json_atomically(root / MANIFEST_NAME, {
         **identity,
         "status": "complete",
-        "classes": list(CLASS_NAMES),
+        "classes": list(settings.classes),
         "label_list": LABEL_LIST_NAME,
         "lists": {split: f"{split}.list" for split in SPLITS},
         "counts": summary.counts,

@@ -1,11 +1,12 @@
-"""The action classes of the synthetic dataset and the rendering of one clip.
+"""The rendering of one clip of the synthetic dataset.
 
 Each clip shows one object whose pose has four degrees of freedom: horizontal position, vertical
-position, size and heading. A class drives exactly one of them from one end of a random sweep to
-the other over the clip (`move_left` drives x downwards, `grow` drives size upwards, ...). The other
-three are frozen at a uniformly random point of a sweep drawn from the same distribution. Hence a
-frame taken at a random time has the same distribution of position, size, heading and appearance for
-every class: no single frame tells the classes apart, only the change between frames does.
+position, size and heading. Its class (`synthetic_classes`) drives one or two of them from one end
+of a random sweep to the other over the clip (`move_left` drives x downwards, `move_up_right` x
+upwards and y downwards, `grow` size upwards, ...). The others are frozen at a uniformly random point of a sweep
+drawn from the same distribution. Hence a frame taken at a random time has the same distribution
+of position, size, heading and appearance for every class: no single frame tells the classes
+apart, only the change between frames does.
 
 (A frame at a *known* time does carry a hint, e.g. `move_left` starts right of its sweep centre;
 that cannot be avoided for a motion that must stay inside the frame, and it is still the change
@@ -27,42 +28,13 @@ from train.data.synthetic_appearance import (
     draw_object,
     make_background,
 )
+from train.data.synthetic_classes import MotionClass, motion_class
 from train.data.synthetic_settings import ClipSettings
 
-
-@dataclass(frozen=True)
-class MotionClass:
-    """A class: which degree of freedom changes over the clip, and in which direction
-    (image coordinates: x to the right, y downwards, angle clockwise on screen)."""
-
-    name: str
-    degree: str  # "x", "y", "size" or "angle"
-    direction: int  # +1 or -1
-
-
-MOTION_CLASSES: tuple[MotionClass, ...] = (
-    MotionClass("move_left", "x", -1),
-    MotionClass("move_right", "x", +1),
-    MotionClass("move_up", "y", -1),
-    MotionClass("move_down", "y", +1),
-    MotionClass("rotate_cw", "angle", +1),
-    MotionClass("rotate_ccw", "angle", -1),
-    MotionClass("grow", "size", +1),
-    MotionClass("shrink", "size", -1),
-)
-CLASS_NAMES: tuple[str, ...] = tuple(motion.name for motion in MOTION_CLASSES)
-_BY_NAME = {motion.name: motion for motion in MOTION_CLASSES}
 
 # Sensor noise cycles through a few pre-drawn fields: per-pixel Gaussian draws for every frame
 # would dominate the rendering time, and a handful of fields already flicker like a real sensor.
 _NOISE_FIELDS = 4
-
-
-def motion_class(name: str) -> MotionClass:
-    try:
-        return _BY_NAME[name]
-    except KeyError:
-        raise ValueError(f"unknown class {name!r}; known: {', '.join(CLASS_NAMES)}") from None
 
 
 @dataclass(frozen=True)
@@ -113,10 +85,12 @@ class ClipScene:
 
 
 def _sweep(degree: str, motion: MotionClass, extent: float, frozen_point: float) -> tuple[float, float]:
-    """Start and end offset of one degree of freedom: the driven one crosses its whole sweep
-    (centred on zero), any other stays at a random point of the same sweep."""
-    if degree == motion.degree:
-        half = motion.direction * extent / 2
+    """Start and end offset of one degree of freedom: a driven one crosses its sweep (centred on
+    zero; a class driving two degrees crosses 1/sqrt(2) of each, so that a diagonal move covers
+    about the distance of a straight one), any other stays at a random point of the same sweep."""
+    direction = motion.direction(degree)
+    if direction:
+        half = direction * extent / 2 / math.sqrt(len(motion.drives))
         return -half, half
     offset = (frozen_point - 0.5) * extent
     return offset, offset

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from train.data.synthetic_appearance import BACKGROUND_KINDS, SHAPE_NAMES
+from train.data.synthetic_classes import KNOWN_CLASS_NAMES
 from train.data.synthetic_video_file import CODECS, DECORD_UNREADABLE_WIDTHS
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -78,11 +79,15 @@ class ClipSettings:
 class DatasetSettings:
     """Everything that determines a dataset's content (together with the seed)."""
 
+    classes: tuple[str, ...]  # names from the catalogue (synthetic_classes), in label order
     clips_per_class: Mapping[str, int]  # split -> clips of each class
     codec_mix: Mapping[str, float]  # codec -> share of the clips (normalised)
     clip: ClipSettings
 
     def __post_init__(self) -> None:
+        _check_known("classes", self.classes, KNOWN_CLASS_NAMES)
+        if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
+            raise SettingsError(f"classes: at least two, each once, got {list(self.classes)}")
         if set(self.clips_per_class) != set(SPLITS):
             raise SettingsError(f"clips_per_class needs exactly the splits {SPLITS}, "
                                 f"got {sorted(self.clips_per_class)}")

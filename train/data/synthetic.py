@@ -143,8 +143,8 @@ def _codec_sequence(codec_mix: Mapping[str, float], count: int, rng: np.random.G
 def _plan_jobs(settings: DatasetSettings, seed: int) -> list[ClipJob]:
     """All clips of the dataset, split by split, classes interleaved (clip i shows class i mod C)."""
     jobs = []
+    classes = settings.classes
     for split_number, split in enumerate(SPLITS):
-        classes = settings.classes
         count = settings.clips_per_class[split] * len(classes)
         codec_rng = np.random.default_rng([seed, split_number, _CODEC_STREAM])
         for index, codec in enumerate(_codec_sequence(settings.codec_mix, count, codec_rng)):

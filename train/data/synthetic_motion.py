@@ -3,10 +3,10 @@
 Each clip shows one object whose pose has four degrees of freedom: horizontal position, vertical
 position, size and heading. Its class (`synthetic_classes`) drives one or two of them from one end
 of a random sweep to the other over the clip (`move_left` drives x downwards, `move_up_right` x
-upwards and y downwards, `grow` size upwards, ...). The others are frozen at a uniformly random point of a sweep
-drawn from the same distribution. Hence a frame taken at a random time has the same distribution
-of position, size, heading and appearance for every class: no single frame tells the classes
-apart, only the change between frames does.
+upwards and y downwards, `grow` size upwards, ...). The others are frozen at a uniformly random
+point of a sweep drawn from the same distribution. Hence a frame taken at a random time has the
+same distribution of position, size, heading and appearance for every class: no single frame
+tells the classes apart, only the change between frames does.
 
 (A frame at a *known* time does carry a hint, e.g. `move_left` starts right of its sweep centre;
 that cannot be avoided for a motion that must stay inside the frame, and it is still the change

@@ -137,16 +137,23 @@ def check_envelope(keys: Sequence[str], values: Sequence[str], *, tensor_count: 
 
 
 def _decode_base64(key: str, text: str, limits: DecodeLimits) -> bytes:
-    """Strict base64 (line breaks allowed, nothing else outside the alphabet); the encoded size is
-    checked against the limit before anything is decoded."""
-    compact = _WHITESPACE.sub("", text)
-    if not compact:
-        raise InvalidInputError(f"{key}: empty value")
-    limits.check_bytes(len(compact) // 4 * 3 - compact[-2:].count("="))  # the decoded size
+    """Strict base64 (line breaks allowed, nothing else outside the alphabet), at most
+    `limits.max_bytes` once decoded (check_envelope has bounded the text before).
+
+    Unwrapped base64, what clients send, is decoded as it is: removing whitespace first would
+    cost a pass over the text (45 ms for a 3.6 MB upload, as long as decoding it)."""
     try:
-        return base64.b64decode(compact, validate=True)
+        data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidInputError(f"{key}: not valid base64") from None
+        compact = _WHITESPACE.sub("", text)
+        try:
+            data = base64.b64decode(compact, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInputError(f"{key}: not valid base64") from None
+    if not data:
+        raise InvalidInputError(f"{key}: empty value")
+    limits.check_bytes(len(data))
+    return data
 
 
 def parse_frames_shape(text: str) -> tuple[int, int, int, int]:

@@ -85,6 +85,7 @@ def test_serving_profile_key_is_tolerated() -> None:
     ({"video": "not base64 at all!"}, "video: not valid base64"),
     ({"video": "QUJDRA"}, "video: not valid base64"),  # missing padding
     ({"video": "  \n"}, "video: empty value"),
+    ({"video": ""}, "video: empty value"),
     ({"video": _b64(b"v"), "topk": "0"}, "topk: must be an integer from 1 to 7, got '0'"),
     ({"video": _b64(b"v"), "topk": "8"}, "topk: must be an integer from 1 to 7"),
     ({"video": _b64(b"v"), "topk": "2.5"}, "topk: must be an integer"),

@@ -4,7 +4,7 @@
 
 Docker's HEALTHCHECK and the Kubernetes probes run it inside the container. It sends the `ping`
 request (`{"key": ["ping"], "value": [""]}`, answered without inference) over HTTP to
-127.0.0.1, so a pass means the gateway, the gRPC server and the pipeline all answer. The port is
+127.0.0.1, so a pass means the REST front end and the pipeline both answer. The port is
 resolved the way the service resolves it: PPTSM_HTTP_PORT, else `http_port` of the config
 (PPTSM_CONFIG, else pipeline_config/config.yml); a `--http-port` given to the service on its
 command line is not visible here, so containers set ports through the environment. Imports

@@ -1,9 +1,9 @@
 """Start the service in the background, wait until it answers, run something, stop it cleanly.
 
-Paddle Serving forks worker processes and a Go HTTP gateway, so the service is started in its
-own session (process group); it is stopped with SIGTERM to the service itself (which drains the
-requests in flight and stops its gateway), then anything left of the group is killed and the
-ports are waited on until they are free. Used by `make demo`, the integration tests and the benchmarks.
+Paddle Serving may fork helper processes, so the service is started in its own session
+(process group); it is stopped with SIGTERM to the service itself (which drains the requests in
+flight), then anything left of the group is killed and the ports are waited on until they are
+free. Used by `make demo`, the integration tests and the benchmarks.
 
 Command line: `python -m serving.launcher --model-dir DIR [--config FILE] [--http-port N]
 [--rpc-port N] -- COMMAND ...` runs COMMAND while the service is up and exits with its status.
@@ -100,10 +100,9 @@ class ServiceProcess:
         raise LaunchError(f"service not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
     def stop(self, timeout: float = 30.0) -> Optional[int]:
-        """SIGTERM to the service alone, so that it answers the requests in flight and then stops
-        its HTTP gateway itself (signalling the whole group would kill the gateway first and cut
-        those HTTP answers off); SIGKILL to the group after `timeout` and for any leftovers; then
-        wait for the ports."""
+        """SIGTERM to the service alone, so that it answers the requests in flight and then
+        exits; SIGKILL to the group after `timeout` and for any leftovers; then wait for the
+        ports."""
         if self.process is None:
             return None
         self.process.terminate()

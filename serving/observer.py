@@ -1,5 +1,5 @@
 """Request ids, metrics and the request log for every request, applied where a whole request
-and its final answer are both visible: the gRPC entry point (the HTTP gateway forwards there).
+and its final answer are both visible: the servicer that both REST and gRPC requests enter.
 
 The request id is the request's Paddle Serving `logid` when the client set one (both transports
 carry it: gRPC `Request.logid`, HTTP JSON `"logid"`), otherwise a random one written into the

@@ -1,17 +1,18 @@
-"""Runs the pipeline's gRPC server and HTTP gateway with request observation and a graceful stop.
+"""Runs the pipeline's gRPC server and REST front end with request observation and a graceful stop.
 
 This is Paddle Serving 0.9's `PipelineServer.run_server` (its single-process branch, the only
 one this service allows: `build_dag_each_worker: false`), rebuilt for two things the stock
 method cannot do:
 
-* every request passes through `ObservedServicer`, which gives it a request id, counts it in
-  the metrics and writes its log line (serving.observer), and turns an exception that escapes
-  the pipeline into an internal-error answer instead of a gRPC failure;
+* every request, gRPC or REST, passes through `ObservedServicer`, which gives it a request id,
+  counts it in the metrics and writes its log line (serving.observer), and turns an exception
+  that escapes the pipeline into an internal-error answer instead of a gRPC failure;
+* REST is served by serving.http_frontend in this process, not by Paddle Serving's Go gateway
+  (see that module for the measured reason);
 * SIGTERM / SIGINT stop the service gracefully. The stock method blocks in
-  `wait_for_termination()` and dies on the signal, dropping requests in flight. Here the gRPC
-  server stops taking new requests, the requests in flight finish (for at most
-  `shutdown_grace_s`), the HTTP gateway (a child process) is stopped after them, so their
-  answers still reach HTTP clients, and `serve` returns.
+  `wait_for_termination()` and dies on the signal, dropping requests in flight. Here both
+  entry points stop taking new requests, the requests in flight finish (for at most
+  `shutdown_grace_s`), and `serve` returns.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from paddle_serving_server.pipeline.proto import (  # noqa: E402
 )
 
 from serving.errors import InternalError  # noqa: E402
+from serving.http_frontend import RestServer  # noqa: E402
 from serving.observer import RequestObserver  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,6 @@ log = logging.getLogger(__name__)
 # The same message size limits as Paddle Serving's own server (the upload travels as base64).
 GRPC_MESSAGE_LIMIT_OPTIONS = [("grpc.max_send_message_length", 256 * 1024 * 1024),
                               ("grpc.max_receive_message_length", 256 * 1024 * 1024)]
-GATEWAY_STOP_TIMEOUT_S = 5.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -65,35 +66,31 @@ class ObservedServicer(PipelineServicer):
         return response
 
 
-def _stop_gateway(server: PipelineServer) -> None:
-    gateway = server._proxy_server  # the multiprocessing.Process PipelineServer started
-    if gateway is None or not gateway.is_alive():
-        return
-    gateway.terminate()
-    gateway.join(GATEWAY_STOP_TIMEOUT_S)
-    if gateway.is_alive():
-        gateway.kill()
-        gateway.join()
-
-
-def serve(server: PipelineServer, observer: RequestObserver, *, shutdown_grace_s: float) -> None:
+def serve(server: PipelineServer, observer: RequestObserver, *, shutdown_grace_s: float,
+          max_body_bytes: int) -> None:
     """Serves `server` (after its `prepare_server`) until SIGTERM or SIGINT, then stops
-    gracefully (see the module docstring) and returns."""
+    gracefully (see the module docstring) and returns. `max_body_bytes` bounds a REST body."""
     stop_requested = threading.Event()
     for signum in STOP_SIGNALS:
         signal.signal(signum, lambda *_: stop_requested.set())
+    servicer = ObservedServicer(server._name, server._response_op, server._conf, observer)
     grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=server._worker_num),
                               options=GRPC_MESSAGE_LIMIT_OPTIONS)
-    pipeline_service_pb2_grpc.add_PipelineServiceServicer_to_server(
-        ObservedServicer(server._name, server._response_op, server._conf, observer), grpc_server)
+    pipeline_service_pb2_grpc.add_PipelineServiceServicer_to_server(servicer, grpc_server)
     grpc_server.add_insecure_port(f"[::]:{server._rpc_port}")
     grpc_server.start()
-    server._run_grpc_gateway(grpc_port=server._rpc_port, http_port=server._http_port)
+    rest = None
+    if server._http_port > 0:
+        rest = RestServer(("0.0.0.0", server._http_port), servicer, service_name=server._name,
+                          max_body_bytes=max_body_bytes, max_in_flight=server._worker_num)
+        rest.start()
     # A timed wait: the signal handler runs in this thread, between waits.
     while not stop_requested.wait(timeout=1.0):
         pass
     print(f"stopping: finishing the requests in flight (at most {shutdown_grace_s:g} s)",
           flush=True)
-    grpc_server.stop(grace=shutdown_grace_s).wait()
-    _stop_gateway(server)
+    grpc_stopped = grpc_server.stop(grace=shutdown_grace_s)
+    if rest is not None:
+        rest.stop(shutdown_grace_s)
+    grpc_stopped.wait()
     print("stopped", flush=True)

@@ -6,7 +6,7 @@
 In containers the same settings come from PPTSM_* environment variables (serving.env_overrides:
 model folder, config, ports, threads, batch size, precision); command-line options win over them.
 
-Serves `POST /pptsm/prediction` (HTTP, through Paddle Serving's Go gateway) and the gRPC
+Serves `POST /pptsm/prediction` (HTTP, serving.http_frontend) and the gRPC
 `PipelineService` (for `paddle_serving_server.pipeline.PipelineClient`). Every preprocessing
 parameter comes from `<model-dir>/model_meta.json`; the config holds only how to serve (ports,
 concurrency, batching, timeouts, predictor settings, request limits, metrics, logs). Problems
@@ -32,12 +32,14 @@ from serving import compat  # noqa: F401  (must precede the Paddle Serving impor
 from paddle_serving_server.web_service import WebService  # noqa: E402
 
 from serving import env_overrides  # noqa: E402
+from serving.http_frontend import max_body_bytes  # noqa: E402
 from serving.metadata import MetadataError, ModelMeta, load_meta  # noqa: E402
 from serving.metrics import ServiceMetrics, serving_registry  # noqa: E402
 from serving.observer import RequestObserver  # noqa: E402
 from serving.ops import DecodeOp, KeyValueRequestOp, NormalizeOp, PPTSMOp, SampleOp  # noqa: E402
 from serving.predictor import Predictor, PredictorError, PredictorSettings  # noqa: E402
 from serving.preprocess.decode import DecodeLimits, backend_order  # noqa: E402
+from serving.protocol import max_request_bytes  # noqa: E402
 from serving.request_log import configure_request_log  # noqa: E402
 from serving.server import serve  # noqa: E402
 
@@ -203,7 +205,8 @@ class PPTSMService(WebService):
         """Runs the prepared pipeline until SIGTERM/SIGINT, observing every request."""
         observer = RequestObserver(ServiceMetrics.create(serving_registry()),
                                    configure_request_log(self._config.request_log_path))
-        serve(self._server, observer, shutdown_grace_s=self._config.shutdown_grace_s)
+        serve(self._server, observer, shutdown_grace_s=self._config.shutdown_grace_s,
+              max_body_bytes=max_body_bytes(max_request_bytes(self._config.limits)))
 
 
 def _metrics_note(conf: dict[str, Any]) -> str:

@@ -94,7 +94,7 @@ def b64(data: bytes | Path) -> str:
 
 def post(service: ServiceProcess, keys: Sequence[str], values: Sequence[str],
          **extra: Any) -> dict:
-    """One HTTP request in Paddle Serving's JSON form; the gateway must answer 200."""
+    """One HTTP request in Paddle Serving's JSON form; the service must answer 200."""
     body = {"key": list(keys), "value": list(values), **extra}
     response = requests.post(prediction_url(service), json=body, timeout=HTTP_TIMEOUT_S)
     assert response.status_code == 200, response.text[:500]

@@ -12,6 +12,7 @@ import base64
 import http.server
 import io
 import json
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -327,10 +328,17 @@ def test_playlists_and_file_lists_fetch_nothing(service, corpus, url_trap, tmp_p
 
 
 def test_100_mb_of_padding_is_refused_before_parsing(service, corpus) -> None:
-    answer = post(service, ["video", "padding"], [b64(corpus["good"]), "x" * PADDING_BYTES])
-    assert answer["err_no"] == 53
-    assert answer["err_msg"].startswith(f"request: {PADDING_BYTES + len(b64(corpus['good']))} "
-                                        f"characters of values exceed the limit of {MAX_REQUEST_CHARS}")
+    """Over HTTP the body is refused unread (413); over gRPC, where the message has arrived,
+    the envelope check refuses it before any value is parsed."""
+    keys, values = ["video", "padding"], [b64(corpus["good"]), "x" * PADDING_BYTES]
+    response = requests.post(service.url, json={"key": keys, "value": values}, timeout=60)
+    assert response.status_code == 413
+    answer = response.json()
+    assert answer["err_no"] == 53 and "bytes exceed the limit of" in answer["err_msg"]
+    reply = grpc_call(service, keys, values)
+    assert reply.err_no == 53
+    assert reply.err_msg.startswith(f"request: {PADDING_BYTES + len(values[0])} characters of "
+                                    f"values exceed the limit of {MAX_REQUEST_CHARS}")
     _assert_still_serving(service, corpus)
 
 
@@ -347,16 +355,56 @@ def test_huge_key_name_is_quoted_cut_short(service, corpus) -> None:
 
 
 @pytest.mark.parametrize("body, message", [
-    ("not json", "invalid character"),
-    ('{"key": ["video"], "value": [12]}', "cannot unmarshal number"),
-    ('{"key": "video", "value": "AAAA"}', "cannot unmarshal string"),
+    ("not json", "request body: not valid JSON"),
+    ('{"key": ["video"], "value": [12]}', "request body: 'value' must be a list of strings"),
+    ('{"key": "video", "value": "AAAA"}', "request body: 'key' must be a list of strings"),
+    ('["video", "AAAA"]', "request body: a JSON object with 'key' and 'value' lists expected"),
+    ('{"key": ["ping"], "value": [""], "logid": 1.5}', "request body: 'logid' must be a 64-bit"),
+    (b"\xff\xfe\x00{", "request body:"),
 ])
 def test_bodies_that_are_not_the_json_form_get_http_400(service, corpus, body, message) -> None:
-    """Paddle Serving's Go gateway parses the JSON before the service sees anything; it answers
-    400 with a JSON message of its own."""
+    """The REST front end parses the JSON before the pipeline sees anything; it answers 400
+    with err_no 51 and a message naming what is wrong."""
     response = requests.post(service.url, data=body, timeout=30)
     assert response.status_code == 400
-    assert message in response.json()["message"]
+    answer = response.json()
+    assert answer["err_no"] == 51 and answer["err_msg"].startswith(message)
+    _assert_still_serving(service, corpus)
+
+
+@pytest.mark.parametrize("method, path, status, message", [
+    ("GET", "/pptsm/prediction", 405, "GET is not supported; POST"),
+    ("POST", "/other/prediction", 404, "no such endpoint '/other/prediction'"),
+    ("POST", "/", 404, "no such endpoint '/'"),
+])
+def test_wrong_method_or_path_is_refused_with_a_json_error(service, corpus, method, path, status,
+                                                           message) -> None:
+    url = service.url.replace("/pptsm/prediction", path)
+    response = requests.request(method, url, json={"key": ["ping"], "value": [""]}, timeout=30)
+    assert response.status_code == status
+    assert response.json()["err_msg"].startswith(message)
+    _assert_still_serving(service, corpus)
+
+
+def test_body_over_the_limit_is_refused_unread(service, corpus) -> None:
+    """A Content-Length past the request limits gets 413 at once: the body is never read (the
+    client is still sending it when the answer comes back)."""
+    with socket.create_connection(("127.0.0.1", service.http_port), timeout=30) as sock:
+        sock.sendall(b"POST /pptsm/prediction HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 99999999999\r\n\r\n{")
+        answer = sock.makefile("rb").read().decode()
+    status_line, _, rest = answer.partition("\r\n")
+    assert status_line.split()[1] == "413"
+    body = json.loads(rest.split("\r\n\r\n", 1)[1])
+    assert body["err_no"] == 53 and "exceed the limit" in body["err_msg"]
+    _assert_still_serving(service, corpus)
+
+
+def test_chunked_body_is_refused_with_411(service, corpus) -> None:
+    chunks = iter([b'{"key": ["ping"], ', b'"value": [""]}'])
+    response = requests.post(service.url, data=chunks, timeout=30)  # a generator is sent chunked
+    assert response.status_code == 411
+    assert "send Content-Length" in response.json()["err_msg"]
     _assert_still_serving(service, corpus)
 
 

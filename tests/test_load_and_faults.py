@@ -147,8 +147,8 @@ def _requests_seen(service: TestService) -> float:
 
 
 def _wait_until_seen(service: TestService, count: float, deadline_s: float = 30.0) -> bool:
-    """True once `count` requests have reached the service (not just its HTTP gateway): only
-    those are "in flight" for a graceful stop; one still queued in the gateway is refused."""
+    """True once `count` requests have reached the pipeline: only those are "in flight" for a
+    graceful stop; one whose connection is still waiting to be read is refused."""
     give_up = time.monotonic() + deadline_s
     while time.monotonic() < give_up:
         if _requests_seen(service) >= count:

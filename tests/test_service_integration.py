@@ -1,4 +1,4 @@
-"""The real service: Paddle Serving pipeline + Go HTTP gateway + gRPC, a real exported PP-TSMv2,
+"""The real service: Paddle Serving pipeline + REST front end + gRPC, a real exported PP-TSMv2,
 real video files. One server start for the module (it takes seconds); every test talks to it."""
 from __future__ import annotations
 

@@ -26,7 +26,9 @@ from serving.preprocess.decode import (
     open_video,
     read_sampled,
 )
+from serving.preprocess import decode_pyav
 from serving.preprocess.sampling import uniform_indices
+from serving.preprocess.video_probe import probe_video
 
 NUM_FRAMES = 48
 FPS = 25
@@ -429,3 +431,42 @@ def test_reads_are_checked(videos, temp_dir, backend):
 def test_unknown_backend_is_a_configuration_error(videos):
     with pytest.raises(ValueError, match="decode backend"):
         open_video(videos("mjpg.avi"), backend="ffmpeg-cli")
+
+
+@pytest.mark.parametrize("case", ["mp4v.mp4", "h264-bframes.mp4", "mpeg4.mkv", "vp9.webm"])
+@pytest.mark.parametrize("num_seg", [3, 8, 16])
+def test_two_decoders_side_by_side_give_the_frames_of_a_sequential_decode(
+        videos, monkeypatch, case, num_seg):
+    """The split path normally starts at 640x360; with the threshold at one pixel the small test
+    videos take it too."""
+    monkeypatch.setattr(decode_pyav, "PARALLEL_MIN_PIXELS", 1)
+    data = videos(case)
+    with open_video(data, backend="pyav") as video:
+        indices, frames = read_sampled(video, lambda n: uniform_indices(n, num_seg))
+    assert_frames_are(frames, indices, sequential_decode(data))
+
+
+@pytest.mark.parametrize("num_seg", [2, 8, 16, 48])
+def test_the_split_cuts_at_a_keyframe_into_two_halves_of_the_decoding_work(videos, num_seg):
+    probe = probe_video(videos("mp4v.mp4"), DecodeLimits())  # keyframes every 12 frames
+    indices = sorted(set(uniform_indices(probe.num_frames, num_seg)))
+    first, second = decode_pyav.split_at_keyframe(indices, probe)
+    assert first + second == indices and first and second
+    assert probe.keyframe_at_or_before(first[-1]) < probe.keyframe_at_or_before(second[0])
+    decoded = [set(range(probe.keyframe_at_or_before(i), i + 1)) for i in indices]
+    work = [len(set().union(*decoded[:len(first)])), len(set().union(*decoded[len(first):]))]
+    assert abs(work[0] - work[1]) <= 12  # within one GOP of an even split
+
+
+def test_frames_of_one_keyframe_are_not_split(videos):
+    probe = probe_video(videos("mp4v.mp4"), DecodeLimits())
+    assert decode_pyav.split_at_keyframe([1, 5, 9], probe) == ([1, 5, 9], [])
+
+
+def test_damaged_packets_shorten_the_video_on_the_split_path_too(videos, monkeypatch):
+    monkeypatch.setattr(decode_pyav, "PARALLEL_MIN_PIXELS", 1)
+    data = _with_damaged_tail(videos("mjpg.avi"), damaged=6)
+    with open_video(data, backend="pyav") as video:
+        indices, frames = read_sampled(video, lambda n: uniform_indices(n, 8))
+        assert video.num_frames == NUM_FRAMES - 6
+    assert [frame_number(frame) for frame in frames] == indices

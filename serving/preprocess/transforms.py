@@ -9,14 +9,13 @@ PaddleVideo's order. Sizes are always (width, height), as in Pillow.
 """
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
 from PIL import Image
+
+from serving.preprocess.workers import THREADS, shared_pool
 
 Size = tuple[int, int]  # (width, height)
 Origin = tuple[int, int]  # (x, y) of a crop's top-left corner
@@ -62,25 +61,6 @@ RESIZE_BACKENDS: dict[str, Callable[[np.ndarray, Size], np.ndarray]] = {
 }
 
 
-# Threads that resize the frames of one clip side by side (Pillow and OpenCV release the GIL while
-# they resize). Measured on 2 cores: 16 frames 1280x720 -> 341x256 took 90 ms in one thread.
-RESIZE_THREADS = min(4, os.cpu_count() or 1)
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = -1
-
-
-def _resize_pool() -> ThreadPoolExecutor:
-    """This process's pool. A forked process (a DataLoader worker) makes its own: the threads of
-    the pool it inherited do not exist in it, and work sent there would never run."""
-    global _pool, _pool_pid
-    with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid():
-            _pool = ThreadPoolExecutor(RESIZE_THREADS, thread_name_prefix="resize")
-            _pool_pid = os.getpid()
-        return _pool
-
-
 def resize_frames(frames: np.ndarray, size: Size, backend: str = "pillow") -> np.ndarray:
     """Resizes every frame to `size` (width, height), several frames at a time; returns `frames`
     itself if already so."""
@@ -93,9 +73,9 @@ def resize_frames(frames: np.ndarray, size: Size, backend: str = "pillow") -> np
     height, width = frames.shape[1:3]
     if (width, height) == tuple(size):
         return frames
-    if len(frames) == 1 or RESIZE_THREADS == 1:
+    if len(frames) == 1 or THREADS == 1:
         return np.stack([resize_one(frame, size) for frame in frames])
-    return np.stack(list(_resize_pool().map(lambda frame: resize_one(frame, size), frames)))
+    return np.stack(list(shared_pool().map(lambda frame: resize_one(frame, size), frames)))
 
 
 def _require_fits(width: int, height: int, crop_size: int) -> None:

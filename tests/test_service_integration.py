@@ -29,7 +29,9 @@ from tests.serving_helpers import TINY_LABELS, raw_frames, write_video
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = REPO_ROOT / "client"
-# A wide batching window so that concurrent test requests reliably share a network batch.
+# Auto-batching on (the CPU config turns it off) with a wide window, so that concurrent test
+# requests reliably share a network batch.
+BATCH_SIZE = 4
 BATCHING_WINDOW_MS = 300
 
 
@@ -48,6 +50,7 @@ def videos(tmp_path_factory) -> dict[str, Path]:
 
 
 def _wide_batching_window(config: dict) -> None:
+    config["op"]["pptsm"]["batch_size"] = BATCH_SIZE
     config["op"]["pptsm"]["auto_batching_timeout"] = BATCHING_WINDOW_MS
 
 

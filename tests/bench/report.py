@@ -66,10 +66,26 @@ def model_table(timings: Sequence[ModelTiming], clip_label: str, note: str) -> T
 
 def serving_table(results: Sequence[LoadResult], note: str) -> Table:
     return Table(
-        "Serving, REST end to end", ("request", "clip", "request MB", "concurrency", "requests",
-                                     "failed", "p50 ms", "p95 ms", "p99 ms", "throughput req/s"),
-        [(r.kind, r.clip, r.request_mb, r.concurrency, r.requests, r.failed, r.p50_ms, r.p95_ms,
-          r.p99_ms, f"{r.throughput_rps:.2f}") for r in results], note)
+        "Serving, REST end to end", ("request", "clip", "precision", "request MB", "concurrency",
+                                     "requests", "failed", "p50 ms", "p95 ms", "p99 ms",
+                                     "throughput req/s"),
+        [(r.kind, r.clip, r.precision, r.request_mb, r.concurrency, r.requests, r.failed,
+          r.p50_ms, r.p95_ms, r.p99_ms, f"{r.throughput_rps:.2f}") for r in results], note)
+
+
+def scaling_note(results: Sequence[LoadResult]) -> str:
+    """Throughput at the highest concurrency over throughput at concurrency 1, per series: the
+    share of the single-stream rate the service keeps under load (on CPU one predictor runs at
+    a time, so the useful parallelism is 1 and 1.0 is the ideal)."""
+    parts = []
+    for kind, clip, precision in sorted({(r.kind, r.clip, r.precision) for r in results}):
+        levels = sorted((r for r in results if (r.kind, r.clip, r.precision) ==
+                         (kind, clip, precision)), key=lambda r: r.concurrency)
+        if len(levels) > 1 and levels[0].concurrency == 1 and levels[0].throughput_rps > 0:
+            ratio = levels[-1].throughput_rps / levels[0].throughput_rps
+            parts.append(f"{kind} {clip} {precision}: {ratio:.2f}")
+    return ("Throughput at concurrency " + str(max(r.concurrency for r in results)) +
+            " / at 1: " + "; ".join(parts) + ".") if parts else ""
 
 
 def decoding_table(timings: Sequence[DecodeTiming], note: str) -> Table:
@@ -100,14 +116,14 @@ def plot_models(timings: Sequence[ModelTiming], path: Path) -> None:
 
 def plot_serving(results: Sequence[LoadResult], path: Path) -> None:
     fig, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4))
-    series = sorted({(r.kind, r.clip) for r in results})
-    for kind, clip in series:
-        points = sorted((r for r in results if (r.kind, r.clip) == (kind, clip)),
-                        key=lambda r: r.concurrency)
+    series = sorted({(r.kind, r.clip, r.precision) for r in results})
+    for kind, clip, precision in series:
+        points = sorted((r for r in results if (r.kind, r.clip, r.precision) ==
+                         (kind, clip, precision)), key=lambda r: r.concurrency)
         levels = [r.concurrency for r in points]
-        latency.plot(levels, [r.p50_ms for r in points], marker="o", label=f"{kind} {clip}")
-        throughput.plot(levels, [r.throughput_rps for r in points], marker="o",
-                        label=f"{kind} {clip}")
+        label = f"{kind} {clip} {precision}"
+        latency.plot(levels, [r.p50_ms for r in points], marker="o", label=label)
+        throughput.plot(levels, [r.throughput_rps for r in points], marker="o", label=label)
     for ax, label in ((latency, "p50 latency, ms"), (throughput, "throughput, requests/s")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent clients")

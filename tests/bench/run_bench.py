@@ -37,13 +37,22 @@ from tests.bench.report import (
     plot_decoding,
     plot_models,
     plot_serving,
+    scaling_note,
     serving_table,
 )
-from tests.bench.serving_load import frames_body, frames_size, run_level, video_body
+from tests.bench.serving_load import (
+    RequestBody,
+    frames_body,
+    frames_size,
+    run_level,
+    video_body,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = ("models", "serving", "decoding")
 SYNTHETIC = REPO_ROOT / "data" / "synthetic"
+# Families also timed int8: the heaviest (the 2x target) and the one the serving section serves.
+INT8_FAMILIES = (FAMILIES[0], FAMILIES[-1])
 
 
 @dataclass(frozen=True)
@@ -71,8 +80,8 @@ def load_average() -> str:
 
 
 def _int8_copy(fp32_dir: Path, plan: Plan) -> Path:
-    """The int8 copy of an export, calibrated on synthetic training clips (cached)."""
-    out = fp32_dir.with_name(f"{fp32_dir.name}-int8")
+    """The int8 copy of an export, calibrated on synthetic training clips (cached per count)."""
+    out = fp32_dir.with_name(f"{fp32_dir.name}-int8-c{plan.int8_calibration_clips}")
     if not (out / "model_meta.json").is_file():
         quantize_model(fp32_dir, out, calibration_list=SYNTHETIC / "train.list",
                        clips=plan.int8_calibration_clips, check_list=SYNTHETIC / "test.list",
@@ -89,7 +98,7 @@ def run_models(plan: Plan, args: argparse.Namespace) -> tuple[Table, list]:
         timings.append(time_model(model_dir, clip, model=family.model, backbone=family.backbone,
                                   settings=settings, runs=plan.runs, warmup=plan.warmup))
         print(f"  timed {family.folder_name}", file=sys.stderr, flush=True)
-        if args.int8 and family is FAMILIES[0]:
+        if args.int8 and family in INT8_FAMILIES:
             timings.append(time_model(
                 _int8_copy(model_dir, plan), clip, model=family.model, backbone=family.backbone,
                 settings=PredictorSettings(cpu_threads=args.threads, precision="int8"),
@@ -109,35 +118,50 @@ def _max_request_bytes(config: Path) -> int:
     return int(limits.get("max_bytes", 0))
 
 
+def _serve_and_load(model_dir: Path, args: argparse.Namespace, precision: str,
+                    bodies: list[tuple[RequestBody, tuple[tuple[int, int], ...]]]) -> list:
+    """One service start (PPTSM_PRECISION=precision) and every body at each of its levels."""
+    work = args.out / "serving"
+    work.mkdir(parents=True, exist_ok=True)
+    env = {"SERVING_LOG_PATH": str(work), "SERVING_HOME": str(work), "PPTSM_PRECISION": precision}
+    results = []
+    with ServiceProcess(model_dir, args.config, http_port=free_port(), rpc_port=free_port(),
+                        log_path=work / f"service-{precision}.log", env=env) as service:
+        url = f"http://127.0.0.1:{service.http_port}/pptsm/prediction"
+        for body, levels in bodies:
+            for concurrency, count in levels:
+                results.append(run_level(url, body, concurrency=concurrency,
+                                         requests_total=count, precision=precision))
+                print(f"  served {body.kind} {body.clip} {precision} x{concurrency}",
+                      file=sys.stderr, flush=True)
+    return results
+
+
 def run_serving(plan: Plan, args: argparse.Namespace) -> tuple[Table, list]:
     model_dir = args.serving_model or exported_family(FAMILIES[-1], args.out / "models")
     clips = [bench_clip(args.out / "clips", width, height, plan.clip_seconds)
              for width, height in SIZES]
     max_bytes = _max_request_bytes(args.config)
-    bodies, skipped = [], []
+    videos, bodies, skipped = [], [], []
     for clip in clips:
-        bodies.append((video_body(clip.label, clip.read()), plan.video_levels))
+        videos.append((video_body(clip.label, clip.read()), plan.video_levels))
+        bodies.append(videos[-1])
         size = frames_size(clip.width, clip.height, clip.frames)
         if size * 3 // 4 <= max_bytes:
             bodies.append((frames_body(clip.label, clip.read()), plan.frames_levels))
         else:
             skipped.append(f"`frames` requests of the {clip.label} clip ({size / 1e6:.0f} MB) "
                            f"were not sent: the config's request_limits.max_bytes "
-                           f"({max_bytes / 1e6:.0f} MB) refuses them")
-    work = args.out / "serving"
-    work.mkdir(parents=True, exist_ok=True)
-    env = {"SERVING_LOG_PATH": str(work), "SERVING_HOME": str(work)}
-    results = []
-    with ServiceProcess(model_dir, args.config, http_port=free_port(), rpc_port=free_port(),
-                        log_path=work / "service.log", env=env) as service:
-        url = f"http://127.0.0.1:{service.http_port}/pptsm/prediction"
-        for body, levels in bodies:
-            for concurrency, count in levels:
-                results.append(run_level(url, body, concurrency=concurrency, requests_total=count))
-                print(f"  served {body.kind} {body.clip} x{concurrency}", file=sys.stderr,
-                      flush=True)
+                           f"({max_bytes / 1e6:.0f} MB) refuses them.")
+    results = _serve_and_load(model_dir, args, "fp32", bodies)
+    int8_note = ""
+    if args.int8:
+        results += _serve_and_load(_int8_copy(model_dir, plan), args, "int8", videos)
+        int8_note = (f"int8: the same model quantised by serving.quantize ("
+                     f"{plan.int8_calibration_clips} calibration clips), `video` requests only. ")
     note = (f"Model {model_dir} served with {args.config}; one warm-up request per level. "
-            + " ".join(skipped) + f" {load_average()}.")
+            + int8_note + " ".join(skipped) + " " + scaling_note(results)
+            + f" {load_average()}.")
     return serving_table(results, note), results
 
 
@@ -168,7 +192,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="model the serving section serves (default: PP-TSMv2 16f export)")
     parser.add_argument("--trained", type=Path, help="add a row for this trained model folder")
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
-                        help="add the R50 int8 row (default: on, off with --quick)")
+                        help="add the R50 int8 row and the int8 serving rows (default: on, off "
+                        "with --quick)")
     args = parser.parse_args(argv)
     if args.int8 is None:
         args.int8 = not args.quick

@@ -36,6 +36,7 @@ class RequestBody:
 class LoadResult:
     kind: str
     clip: str
+    precision: str
     request_mb: float
     concurrency: int
     requests: int
@@ -83,7 +84,7 @@ def _post(url: str, body: bytes) -> tuple[float, str]:
 
 
 def run_level(url: str, body: RequestBody, *, concurrency: int, requests_total: int,
-              warmup: int = 1) -> LoadResult:
+              precision: str = "fp32", warmup: int = 1) -> LoadResult:
     """`requests_total` posts of `body` from `concurrency` client threads after `warmup`
     sequential ones (the first inferences compile oneDNN kernels)."""
     for _ in range(warmup):
@@ -95,6 +96,6 @@ def run_level(url: str, body: RequestBody, *, concurrency: int, requests_total: 
     latencies = np.array([seconds for seconds, _ in outcomes]) * 1000.0
     errors = [error for _, error in outcomes if error]
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
-    return LoadResult(body.kind, body.clip, round(body.megabytes, 2), concurrency,
+    return LoadResult(body.kind, body.clip, precision, round(body.megabytes, 2), concurrency,
                       requests_total, len(errors), float(p50), float(p95), float(p99),
                       (requests_total - len(errors)) / wall, errors[0][:200] if errors else "")

@@ -2,7 +2,8 @@
 # Variables: CONFIG (recipe), CKPT (checkpoint), NAME (export name), MODEL (served model),
 # DATA (synthetic dataset folder), DATA_ARGS (generator flags), VIDEO (file or folder for predict),
 # ARGS (extra arguments for the train/test/eval/frames command), EVAL_MODE (uniform|dense),
-# SPLIT (the list eval scores), WORKERS (frame extraction processes),
+# SPLIT (the list eval scores), WORKERS (frame extraction processes), PRECISION (serve: fp32 |
+# int8 | bf16; default the config's),
 # NPROC (data-parallel training processes; default: the recipe's train.processes).
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -28,7 +29,8 @@ export PYTHONUNBUFFERED := 1
 export SERVING_LOG_PATH := $(CURDIR)/output/serving-logs
 export SERVING_HOME := $(CURDIR)/output/serving-logs
 
-.PHONY: install data frames train eval export import serve demo test loadtest predict bench clean help \
+.PHONY: install data frames train eval export import serve quantize demo test loadtest predict bench \
+  clean help \
   docker-cpu docker-gpu docker-lint docker-test
 help:
 	@echo "make demo     # install, data, train, export, serve, classify the test clips"
@@ -73,8 +75,16 @@ import: $(STAMP)
 	$(PY) -m train.import_model --src $(SRC) --name $(NAME) -c $(CONFIG)
 
 serve: $(STAMP)
-	$(PY) -m serving.service --model-dir model_repo/$(MODEL) --config pipeline_config/config.yml \
+	$(if $(PRECISION),PPTSM_PRECISION=$(PRECISION)) $(PY) -m serving.service \
+	  --model-dir model_repo/$(MODEL) --config pipeline_config/config.yml \
 	  --http-port $(HTTP_PORT) --rpc-port $(RPC_PORT)
+
+# int8 copy of model_repo/$(MODEL) in model_repo/$(MODEL)-int8, calibrated on training clips of
+# $(DATA) and checked against fp32 on its test clips; serve it with
+# make serve MODEL=$(MODEL)-int8 PRECISION=int8
+quantize: data
+	$(PY) -m serving.quantize --model-dir model_repo/$(MODEL) --out model_repo/$(MODEL)-int8 \
+	  --calibration $(DATA)/train.list --check $(DATA)/test.list
 
 demo: data
 	@if [ ! -f model_repo/$(MODEL)/model_meta.json ]; then \

@@ -18,7 +18,9 @@ like every other answer, so clients need one error path.
 from __future__ import annotations
 
 import json
+import logging
 import re
+import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +30,8 @@ from serving import compat  # noqa: F401  (must precede the Paddle Serving impor
 from paddle_serving_server.pipeline.proto import pipeline_service_pb2  # noqa: E402
 
 from serving.errors import InvalidInputError, LimitExceededError  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 
 # Seconds a connection may stay silent (between requests, or inside a slowly sent body) before
@@ -134,6 +138,8 @@ def _error_json(err_no: int, message: str) -> bytes:
 
 class _PredictionHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a client may send many requests on one connection
+    server_version = "pptsm-serving"
+    sys_version = ""
     timeout = CONNECTION_TIMEOUT_S
     server: "RestServer"
 
@@ -238,6 +244,17 @@ class RestServer(ThreadingHTTPServer):
             with self._idle:
                 self._in_flight -= 1
                 self._idle.notify_all()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One log line instead of socketserver's traceback on stderr: a client that hangs up
+        or stalls past CONNECTION_TIMEOUT_S ends only its own connection."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            log.info("REST connection from %s ended: %s", client_address[0],
+                     type(error).__name__)
+        else:
+            log.error("REST connection from %s failed: %s: %s", client_address[0],
+                      type(error).__name__, error)
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="rest-frontend", daemon=True)

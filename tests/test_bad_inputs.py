@@ -13,6 +13,7 @@ import http.server
 import io
 import json
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -439,3 +440,22 @@ def test_request_log_has_one_line_per_request_and_no_payload(service, corpus) ->
     assert base64.b64encode(corpus["random bytes"][:300]).decode()[:60] not in log_text
     assert max(len(line) for line in log_text.splitlines()) < 2000
     assert all(json.loads(line) for line in log_text.splitlines())
+
+
+@pytest.mark.parametrize("sent", [
+    b"POST /pptsm/prediction HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"{" * 100,
+    b"POST /pptsm/prediction HTTP/1.1\r\nHost: x\r\nContent-Le",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS hello on the plain HTTP port
+    "whole request",  # the connection is reset while the service works on it
+], ids=["body cut short", "headers cut short", "TLS hello", "reset while answered"])
+def test_a_client_that_hangs_up_midway_costs_only_its_connection(service, corpus, sent) -> None:
+    if sent == "whole request":
+        body = json.dumps({"key": ["video"], "value": [b64(corpus["good"])]}).encode()
+        sent = (b"POST /pptsm/prediction HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                % len(body) + body)
+    with socket.create_connection(("127.0.0.1", service.http_port), timeout=30) as sock:
+        sock.sendall(sent)
+        # Linger 0: close() resets the connection instead of a graceful end.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    _assert_still_serving(service, corpus)
+    assert "Traceback" not in service.log_tail(200)

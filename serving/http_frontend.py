@@ -45,6 +45,7 @@ def max_body_bytes(max_request_chars: int) -> int:
     oversized request with the same detailed message as over gRPC; past it, the body is refused
     unread (413), so a huge upload costs neither the memory nor the time to receive it."""
     return 2 * max_request_chars
+# err_no of the answer to a request that arrives while the service stops (HTTP 503 too).
 UNAVAILABLE_CODE = 503
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _INT64_TEXT = re.compile(r"-?[0-9]{1,19}")
@@ -67,7 +68,8 @@ class RequestRejected(Exception):
 
 
 def _rejected(message: str) -> RequestRejected:
-    return RequestRejected(HTTPStatus.BAD_REQUEST, InvalidInputError.CODE, f"request body: {message}")
+    return RequestRejected(HTTPStatus.BAD_REQUEST, InvalidInputError.CODE,
+                           f"request body: {message}")
 
 
 def _string_list(document: dict[str, Any], field: str) -> list[str]:
@@ -86,7 +88,8 @@ def _logid(document: dict[str, Any]) -> int:
         return 0
     if isinstance(value, str) and _INT64_TEXT.fullmatch(value):
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not _INT64_MIN <= value <= _INT64_MAX:
+    if (isinstance(value, bool) or not isinstance(value, int)
+            or not _INT64_MIN <= value <= _INT64_MAX):
         raise _rejected("'logid' must be a 64-bit integer")
     return value
 
@@ -188,8 +191,8 @@ class _PredictionHandler(BaseHTTPRequestHandler):
             self.close_connection = True  # the body is never read
             raise RequestRejected(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE, LimitExceededError.CODE,
-                f"request: {length} bytes exceed the limit of {self.server.max_body_bytes} (the "
-                f"base64 of request_limits.max_bytes plus room for the options)")
+                f"request: {length} bytes exceed the limit of {self.server.max_body_bytes} "
+                f"(twice the largest request that request_limits.max_bytes allows, in base64)")
         body = self.rfile.read(length)
         if len(body) != length:
             self.close_connection = True
@@ -230,6 +233,10 @@ class RestServer(ThreadingHTTPServer):
         self._idle = threading.Condition()
         self._in_flight = 0
         self._stopping = False
+
+    @property
+    def is_stopping(self) -> bool:
+        return self._stopping
 
     def call(self, request: Any) -> Any | None:
         """The servicer's Response, or None once the server is stopping."""

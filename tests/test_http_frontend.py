@@ -1,13 +1,25 @@
-"""The REST front end's request parsing (serving.http_frontend.parse_request_body) on its own;
-tests/test_bad_inputs.py sends the same bodies to a running service."""
+"""The REST front end on its own: request parsing, and a stop while requests are in flight (with
+a stand-in for the pipeline that answers when the test lets it). tests/test_bad_inputs.py sends
+bad bodies to the real service."""
 from __future__ import annotations
 
+import http.client
 import json
+import threading
+import time
 from http import HTTPStatus
 
 import pytest
 
-from serving.http_frontend import RequestRejected, max_body_bytes, parse_request_body
+from serving import compat  # noqa: F401  (must precede the Paddle Serving import)
+from paddle_serving_server.pipeline.proto import pipeline_service_pb2  # noqa: E402
+
+from serving.http_frontend import (  # noqa: E402
+    RequestRejected,
+    RestServer,
+    max_body_bytes,
+    parse_request_body,
+)
 
 
 def test_the_json_form_becomes_a_request() -> None:
@@ -59,3 +71,55 @@ def test_bodies_that_are_not_the_json_form_are_refused_naming_the_field(body, me
 
 def test_body_limit_leaves_room_for_the_pipeline_to_explain_moderate_excess() -> None:
     assert max_body_bytes(1_000) == 2_000
+
+
+class _GatedServicer:
+    """Stands in for the pipeline: answers each request once `gate` is open."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def inference(self, request, context):
+        self.entered.release()
+        self.gate.wait(timeout=30)
+        return pipeline_service_pb2.Response(err_no=0, key=["keys"], value=[",".join(request.key)])
+
+
+def _post(connection: http.client.HTTPConnection, keys: list[str]) -> tuple[int, dict]:
+    body = json.dumps({"key": keys, "value": [""] * len(keys)})
+    connection.request("POST", "/pptsm/prediction", body)
+    response = connection.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def test_a_stopping_server_answers_requests_in_flight_and_refuses_new_ones_with_503() -> None:
+    servicer = _GatedServicer()
+    server = RestServer(("127.0.0.1", 0), servicer, service_name="pptsm", max_body_bytes=10_000,
+                        max_in_flight=2)
+    server.start()
+    port = server.server_address[1]
+    servicer.gate.set()
+    kept_alive = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    assert _post(kept_alive, ["ping"]) == (200, {"err_no": 0, "err_msg": "", "key": ["keys"],
+                                                 "value": ["ping"], "tensors": []})
+    servicer.gate.clear()
+    in_flight: list[tuple[int, dict]] = []
+    sender = threading.Thread(target=lambda: in_flight.append(
+        _post(http.client.HTTPConnection("127.0.0.1", port, timeout=30), ["video"])))
+    sender.start()
+    assert servicer.entered.acquire(timeout=30)  # the first request's, then this one's
+    assert servicer.entered.acquire(timeout=30)
+    stopped: list[bool] = []
+    stopper = threading.Thread(target=lambda: stopped.append(server.stop(grace_s=30)))
+    stopper.start()
+    while not server.is_stopping:
+        time.sleep(0.01)
+    status, answer = _post(kept_alive, ["ping"])  # a new request on an open connection
+    assert (status, answer["err_no"]) == (503, 503) and "stopping" in answer["err_msg"]
+    servicer.gate.set()
+    sender.join(timeout=30)
+    stopper.join(timeout=30)
+    assert in_flight == [(200, {"err_no": 0, "err_msg": "", "key": ["keys"], "value": ["video"],
+                                "tensors": []})]
+    assert stopped == [True]

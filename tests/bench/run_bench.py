@@ -176,8 +176,8 @@ def run_decoding(plan: Plan, args: argparse.Namespace) -> tuple[Table, list]:
                                          full_repeats=plan.full_repeats))
     note = (f"Sparse = probe + open + decode the {num_seg} uniformly sampled frames (PP-TSMv2 "
             f"16f); full = every frame, RGB. mp4v: MPEG-4 Part 2 (OpenCV), h264: libx264 with "
-            f"B-frames; both a key frame every 12 frames, 25 fps. 'pyav, one decoder': PyAV without "
-            f"its two-decoder split for frames of 640x360 and more. {load_average()}.")
+            f"B-frames; both a key frame every 12 frames, 25 fps. 'pyav, one decoder': PyAV "
+            f"without its two-decoder split for frames of 640x360 and more. {load_average()}.")
     return decoding_table(timings, note), timings
 
 

@@ -35,7 +35,7 @@ export SERVING_HOME := $(CURDIR)/output/serving-logs
 help:
 	@echo "make demo     # install, data, train, export, serve, classify the test clips"
 	@echo "make test     # the test suite"
-	@echo "make install | data | frames | train | eval | export | serve   (see README.md for variables)"
+	@echo "make install | data | frames | train | eval | export | serve | quantize | predict | bench   (see README.md)"
 	@echo "make docker-cpu | docker-gpu | docker-lint | docker-test   (Docker deployment)"
 
 install: $(STAMP)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import sys
 import threading
 from http import HTTPStatus
@@ -45,8 +46,17 @@ def max_body_bytes(max_request_chars: int) -> int:
     oversized request with the same detailed message as over gRPC; past it, the body is refused
     unread (413), so a huge upload costs neither the memory nor the time to receive it."""
     return 2 * max_request_chars
-# err_no of the answer to a request that arrives while the service stops (HTTP 503 too).
+# err_no of the answer to a request that arrives while the service stops, or to a connection
+# over the limit below (HTTP 503 too).
 UNAVAILABLE_CODE = 503
+# Open connections at most (each holds a thread, idle ones for up to CONNECTION_TIMEOUT_S); one
+# more is answered 503 and closed, so that many idle or slow clients cannot exhaust the process.
+MAX_CONNECTIONS = 256
+# Refusals in progress at most; each answers 503 and reads what its client still sends (for up to
+# REFUSAL_DRAIN_S), since closing a socket with unread data resets it before the client has read
+# the answer. Past this many, a connection is closed unanswered.
+MAX_REFUSALS = 16
+REFUSAL_DRAIN_S = 2.0
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _INT64_TEXT = re.compile(r"-?[0-9]{1,19}")
 
@@ -216,15 +226,20 @@ class _PredictionHandler(BaseHTTPRequestHandler):
 
 
 class RestServer(ThreadingHTTPServer):
-    """One thread per connection; at most `max_in_flight` requests in the pipeline at once (the
-    others wait for a slot, as gRPC requests wait for a worker thread)."""
+    """One thread per connection, at most `max_connections` of them; at most `max_in_flight`
+    requests in the pipeline at once (the others wait for a slot, as gRPC requests wait for a
+    worker thread)."""
 
     daemon_threads = True
     block_on_close = False
 
     def __init__(self, address: tuple[str, int], servicer: Servicer, *, service_name: str,
-                 max_body_bytes: int, max_in_flight: int) -> None:
+                 max_body_bytes: int, max_in_flight: int,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         super().__init__(address, _PredictionHandler)
+        self.max_connections = max_connections
+        self._connections = threading.BoundedSemaphore(max_connections)
+        self._refusals = threading.BoundedSemaphore(MAX_REFUSALS)
         self.servicer = servicer
         self.service_name = service_name
         self.path = f"/{service_name}/prediction"
@@ -251,6 +266,38 @@ class RestServer(ThreadingHTTPServer):
             with self._idle:
                 self._in_flight -= 1
                 self._idle.notify_all()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Runs in the accepting thread: a connection over the limit is refused."""
+        if self._connections.acquire(blocking=False):
+            super().process_request(request, client_address)
+        elif self._refusals.acquire(blocking=False):
+            threading.Thread(target=self._refuse, args=(request,), daemon=True).start()
+        else:
+            self.shutdown_request(request)
+
+    def _refuse(self, connection: Any) -> None:
+        body = _error_json(UNAVAILABLE_CODE, f"too many open connections (at most "
+                                             f"{self.max_connections}); retry later")
+        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        try:
+            connection.settimeout(REFUSAL_DRAIN_S)
+            connection.sendall(head + body)
+            connection.shutdown(socket.SHUT_WR)
+            while connection.recv(65536):  # until the client closes, or the timeout
+                pass
+        except OSError:
+            pass  # the client is gone, or too slow to wait for
+        finally:
+            connection.close()
+            self._refusals.release()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """One log line instead of socketserver's traceback on stderr: a client that hangs up

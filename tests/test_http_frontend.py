@@ -123,3 +123,30 @@ def test_a_stopping_server_answers_requests_in_flight_and_refuses_new_ones_with_
     assert in_flight == [(200, {"err_no": 0, "err_msg": "", "key": ["keys"], "value": ["video"],
                                 "tensors": []})]
     assert stopped == [True]
+
+
+def test_connections_over_the_limit_are_answered_503_and_closed() -> None:
+    servicer = _GatedServicer()
+    servicer.gate.set()
+    server = RestServer(("127.0.0.1", 0), servicer, service_name="pptsm", max_body_bytes=10_000,
+                        max_in_flight=2, max_connections=2)
+    server.start()
+    port = server.server_address[1]
+    try:
+        held = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(2)]
+        for connection in held:  # two kept-alive connections, open and idle
+            assert _post(connection, ["ping"])[0] == 200
+        status, answer = _post(http.client.HTTPConnection("127.0.0.1", port, timeout=30),
+                               ["ping"])
+        assert (status, answer["err_no"]) == (503, 503)
+        assert answer["err_msg"] == "too many open connections (at most 2); retry later"
+        held[0].close()  # a slot frees up once that connection's thread has ended
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status, _ = _post(http.client.HTTPConnection("127.0.0.1", port, timeout=30), ["ping"])
+            if status == 200:
+                break
+            time.sleep(0.05)
+        assert status == 200
+    finally:
+        server.stop(grace_s=5)

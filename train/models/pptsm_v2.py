@@ -14,6 +14,7 @@ from typing import Optional
 
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
 from train.models.layers import (
     ConvBN,
@@ -146,6 +147,11 @@ class TemporalAttention(nn.Layer):
     """PP-TSMv2's LTA: re-weights each frame by a gate computed from all frames of the clip.
 
     Per-frame mean over C*H*W -> Linear(T, T) -> sigmoid -> scale that frame's features.
+
+    The mean is taken as a global average pool, then the mean over channels: equal to the
+    mean over C*H*W up to float rounding (logits within 1e-6), and the pool runs in oneDNN.
+    Paddle Inference's CPU reduce_mean over [N*T, C, H, W] took 12 ms of PP-TSMv2 16f's ~230 ms
+    (2 threads); the pool and the small mean take 0.4 ms.
     """
 
     def __init__(self, num_seg: int) -> None:
@@ -154,7 +160,8 @@ class TemporalAttention(nn.Layer):
         self.fc = nn.Linear(num_seg, num_seg)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        frame_means = paddle.reshape(paddle.mean(x, axis=[1, 2, 3]), [-1, self.num_seg])
+        frame_means = paddle.reshape(paddle.mean(F.adaptive_avg_pool2d(x, 1), axis=[1, 2, 3]),
+                                     [-1, self.num_seg])
         gates = sigmoid(self.fc(frame_means))
         return multiply(x, paddle.reshape(gates, [-1, 1, 1, 1]))
 

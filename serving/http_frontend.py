@@ -226,16 +226,14 @@ class _PredictionHandler(BaseHTTPRequestHandler):
 
 
 class RestServer(ThreadingHTTPServer):
-    """One thread per connection, at most `max_connections` of them; at most `max_in_flight`
-    requests in the pipeline at once (the others wait for a slot, as gRPC requests wait for a
-    worker thread)."""
+    """One thread per connection, at most `max_connections` of them. The servicer bounds the
+    requests in the pipeline (serving.server.ObservedServicer)."""
 
     daemon_threads = True
     block_on_close = False
 
     def __init__(self, address: tuple[str, int], servicer: Servicer, *, service_name: str,
-                 max_body_bytes: int, max_in_flight: int,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
+                 max_body_bytes: int, max_connections: int = MAX_CONNECTIONS) -> None:
         super().__init__(address, _PredictionHandler)
         self.max_connections = max_connections
         self._connections = threading.BoundedSemaphore(max_connections)
@@ -244,7 +242,6 @@ class RestServer(ThreadingHTTPServer):
         self.service_name = service_name
         self.path = f"/{service_name}/prediction"
         self.max_body_bytes = max_body_bytes
-        self._slots = threading.BoundedSemaphore(max_in_flight)
         self._idle = threading.Condition()
         self._in_flight = 0
         self._stopping = False
@@ -260,8 +257,7 @@ class RestServer(ThreadingHTTPServer):
                 return None
             self._in_flight += 1
         try:
-            with self._slots:
-                return self.servicer.inference(request, None)
+            return self.servicer.inference(request, None)
         finally:
             with self._idle:
                 self._in_flight -= 1

@@ -46,17 +46,21 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class ObservedServicer(PipelineServicer):
-    """Paddle Serving's servicer with every request observed and always answered."""
+    """Paddle Serving's servicer with every request observed and always answered, and at most
+    `max_in_flight` requests in the pipeline at once, whichever transport they came by (the
+    others wait for a slot)."""
 
     def __init__(self, name: str, response_op: Any, conf: dict,
-                 observer: RequestObserver) -> None:
+                 observer: RequestObserver, *, max_in_flight: int) -> None:
         super().__init__(name, response_op, conf)
         self._observer = observer
+        self._slots = threading.BoundedSemaphore(max_in_flight)
 
     def inference(self, request: Any, context: Any) -> Any:
         pending = self._observer.begin(request)
         try:
-            response = super().inference(request, context)
+            with self._slots:
+                response = super().inference(request, context)
         except Exception as exc:  # noqa: BLE001 - a client always gets an answer
             log.exception("request %s failed outside the pipeline's ops", pending.request_id)
             response = pipeline_service_pb2.Response(
@@ -73,7 +77,8 @@ def serve(server: PipelineServer, observer: RequestObserver, *, shutdown_grace_s
     stop_requested = threading.Event()
     for signum in STOP_SIGNALS:
         signal.signal(signum, lambda *_: stop_requested.set())
-    servicer = ObservedServicer(server._name, server._response_op, server._conf, observer)
+    servicer = ObservedServicer(server._name, server._response_op, server._conf, observer,
+                                max_in_flight=server._worker_num)
     grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=server._worker_num),
                               options=GRPC_MESSAGE_LIMIT_OPTIONS)
     pipeline_service_pb2_grpc.add_PipelineServiceServicer_to_server(servicer, grpc_server)
@@ -82,7 +87,7 @@ def serve(server: PipelineServer, observer: RequestObserver, *, shutdown_grace_s
     rest = None
     if server._http_port > 0:
         rest = RestServer(("0.0.0.0", server._http_port), servicer, service_name=server._name,
-                          max_body_bytes=max_body_bytes, max_in_flight=server._worker_num)
+                          max_body_bytes=max_body_bytes)
         rest.start()
     # A timed wait: the signal handler runs in this thread, between waits.
     while not stop_requested.wait(timeout=1.0):

@@ -95,8 +95,7 @@ def _post(connection: http.client.HTTPConnection, keys: list[str]) -> tuple[int,
 
 def test_a_stopping_server_answers_requests_in_flight_and_refuses_new_ones_with_503() -> None:
     servicer = _GatedServicer()
-    server = RestServer(("127.0.0.1", 0), servicer, service_name="pptsm", max_body_bytes=10_000,
-                        max_in_flight=2)
+    server = RestServer(("127.0.0.1", 0), servicer, service_name="pptsm", max_body_bytes=10_000)
     server.start()
     port = server.server_address[1]
     servicer.gate.set()
@@ -129,7 +128,7 @@ def test_connections_over_the_limit_are_answered_503_and_closed() -> None:
     servicer = _GatedServicer()
     servicer.gate.set()
     server = RestServer(("127.0.0.1", 0), servicer, service_name="pptsm", max_body_bytes=10_000,
-                        max_in_flight=2, max_connections=2)
+                        max_connections=2)
     server.start()
     port = server.server_address[1]
     try:

@@ -38,14 +38,6 @@ log = logging.getLogger(__name__)
 # Seconds a connection may stay silent (between requests, or inside a slowly sent body) before
 # its thread gives up on it.
 CONNECTION_TIMEOUT_S = 60.0
-
-
-def max_body_bytes(max_request_chars: int) -> int:
-    """The largest body read for a request whose values may hold `max_request_chars` characters
-    (protocol.max_request_bytes). Up to twice that, a body is read and the pipeline refuses an
-    oversized request with the same detailed message as over gRPC; past it, the body is refused
-    unread (413), so a huge upload costs neither the memory nor the time to receive it."""
-    return 2 * max_request_chars
 # err_no of the answer to a request that arrives while the service stops, or to a connection
 # over the limit below (HTTP 503 too).
 UNAVAILABLE_CODE = 503
@@ -59,6 +51,14 @@ MAX_REFUSALS = 16
 REFUSAL_DRAIN_S = 2.0
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _INT64_TEXT = re.compile(r"-?[0-9]{1,19}")
+
+
+def max_body_bytes(max_request_chars: int) -> int:
+    """The largest body read for a request whose values may hold `max_request_chars` characters
+    (protocol.max_request_bytes). Up to twice that, a body is read and the pipeline refuses an
+    oversized request with the same detailed message as over gRPC; past it, the body is refused
+    unread (413), so a huge upload costs neither the memory nor the time to receive it."""
+    return 2 * max_request_chars
 
 
 class Servicer(Protocol):
@@ -137,16 +137,20 @@ def parse_request_body(body: bytes) -> Any:
     return request
 
 
+def _answer_json(err_no: int, message: str, keys: list[str], values: list[str]) -> bytes:
+    """Every answer's JSON: the fields of a Paddle Serving Response."""
+    return json.dumps({"err_no": err_no, "err_msg": message, "key": keys, "value": values,
+                       "tensors": []}).encode()
+
+
 def response_json(response: Any) -> bytes:
     """The JSON answer for a Paddle Serving Response."""
-    return json.dumps({"err_no": response.err_no, "err_msg": response.err_msg,
-                       "key": list(response.key), "value": list(response.value),
-                       "tensors": []}).encode()
+    return _answer_json(response.err_no, response.err_msg, list(response.key),
+                        list(response.value))
 
 
 def _error_json(err_no: int, message: str) -> bytes:
-    return json.dumps({"err_no": err_no, "err_msg": message, "key": [], "value": [],
-                       "tensors": []}).encode()
+    return _answer_json(err_no, message, [], [])
 
 
 class _PredictionHandler(BaseHTTPRequestHandler):

@@ -73,17 +73,22 @@ def serving_table(results: Sequence[LoadResult], note: str) -> Table:
           r.p50_ms, r.p95_ms, r.p99_ms, f"{r.throughput_rps:.2f}") for r in results], note)
 
 
+def _series(results: Sequence[LoadResult]) -> dict[str, list[LoadResult]]:
+    """The results of each (request kind, clip, precision), by concurrency, keyed by a label."""
+    keys = sorted({(r.kind, r.clip, r.precision) for r in results})
+    return {" ".join(key): sorted((r for r in results if (r.kind, r.clip, r.precision) == key),
+                                  key=lambda r: r.concurrency) for key in keys}
+
+
 def scaling_note(results: Sequence[LoadResult]) -> str:
     """Throughput at the highest concurrency over throughput at concurrency 1, per series: the
     share of the single-stream rate the service keeps under load (on CPU one predictor runs at
     a time, so the useful parallelism is 1 and 1.0 is the ideal)."""
     parts = []
-    for kind, clip, precision in sorted({(r.kind, r.clip, r.precision) for r in results}):
-        levels = sorted((r for r in results if (r.kind, r.clip, r.precision) ==
-                         (kind, clip, precision)), key=lambda r: r.concurrency)
+    for label, levels in _series(results).items():
         if len(levels) > 1 and levels[0].concurrency == 1 and levels[0].throughput_rps > 0:
             ratio = levels[-1].throughput_rps / levels[0].throughput_rps
-            parts.append(f"{kind} {clip} {precision}: {ratio:.2f}")
+            parts.append(f"{label}: {ratio:.2f}")
     return ("Throughput at concurrency " + str(max(r.concurrency for r in results)) +
             " / at 1: " + "; ".join(parts) + ".") if parts else ""
 
@@ -116,12 +121,8 @@ def plot_models(timings: Sequence[ModelTiming], path: Path) -> None:
 
 def plot_serving(results: Sequence[LoadResult], path: Path) -> None:
     fig, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4))
-    series = sorted({(r.kind, r.clip, r.precision) for r in results})
-    for kind, clip, precision in series:
-        points = sorted((r for r in results if (r.kind, r.clip, r.precision) ==
-                         (kind, clip, precision)), key=lambda r: r.concurrency)
+    for label, points in _series(results).items():
         levels = [r.concurrency for r in points]
-        label = f"{kind} {clip} {precision}"
         latency.plot(levels, [r.p50_ms for r in points], marker="o", label=label)
         throughput.plot(levels, [r.throughput_rps for r in points], marker="o", label=label)
     for ax, label in ((latency, "p50 latency, ms"), (throughput, "throughput, requests/s")):

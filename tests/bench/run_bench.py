@@ -193,8 +193,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="model the serving section serves (default: PP-TSMv2 16f export)")
     parser.add_argument("--trained", type=Path, help="add a row for this trained model folder")
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
-                        help="add the R50 int8 row and the int8 serving rows (default: on, off "
-                        "with --quick)")
+                        help="add int8 rows (R50 and PP-TSMv2 16f in-process, the served model) "
+                        "(default: on, off with --quick)")
     args = parser.parse_args(argv)
     if args.int8 is None:
         args.int8 = not args.quick

@@ -3,7 +3,7 @@
 # DATA (synthetic dataset folder), DATA_ARGS (generator flags), VIDEO (file or folder for predict),
 # ARGS (extra arguments for the train/test/eval/frames command), EVAL_MODE (uniform|dense),
 # SPLIT (the list eval scores), WORKERS (frame extraction processes), PRECISION (serve: fp32 |
-# int8 | bf16; default the config's),
+# int8 | bf16, default the config's; compare-precision: bf16 | int8, default bf16),
 # NPROC (data-parallel training processes; default: the recipe's train.processes).
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -29,13 +29,13 @@ export PYTHONUNBUFFERED := 1
 export SERVING_LOG_PATH := $(CURDIR)/output/serving-logs
 export SERVING_HOME := $(CURDIR)/output/serving-logs
 
-.PHONY: install data frames train eval export import serve quantize demo test loadtest predict bench \
+.PHONY: install data frames train eval export import serve quantize compare-precision demo test loadtest predict bench \
   clean help \
   docker-cpu docker-gpu docker-lint docker-test
 help:
 	@echo "make demo     # install, data, train, export, serve, classify the test clips"
 	@echo "make test     # the test suite"
-	@echo "make install | data | frames | train | eval | export | serve | quantize | predict | bench   (see README.md)"
+	@echo "make install | data | frames | train | eval | export | serve | quantize | compare-precision | predict | bench   (see README.md)"
 	@echo "make docker-cpu | docker-gpu | docker-lint | docker-test   (Docker deployment)"
 
 install: $(STAMP)
@@ -85,6 +85,12 @@ serve: $(STAMP)
 quantize: data
 	$(PY) -m serving.quantize --model-dir model_repo/$(MODEL) --out model_repo/$(MODEL)-int8 \
 	  --calibration $(DATA)/train.list --check $(DATA)/test.list
+
+# bf16 or int8 against fp32 on the test clips of $(DATA): top-1 agreement, logit difference,
+# accuracy, inference ms. int8 compares model_repo/$(MODEL)-int8 (make quantize first).
+compare-precision: data
+	$(PY) -m serving.precision_check --model-dir model_repo/$(MODEL) --precision $(or $(PRECISION),bf16) \
+	  --list $(DATA)/test.list
 
 demo: data
 	@if [ ! -f model_repo/$(MODEL)/model_meta.json ]; then \

@@ -1,16 +1,18 @@
 """int8 on CPU: models made by serving.quantize run as int8 (not silently as fp32) and agree
-with the fp32 model; precision and program must match. (bf16 is covered in test_predictor.py:
-it runs close to fp32 or is refused with the reason.)"""
+with the fp32 model; precision and program must match. The comparison's command line
+(`python -m serving.precision_check`) for int8 and bf16. (bf16 itself is covered in
+test_predictor.py: it runs close to fp32 or is refused with the reason.)"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import paddle
 import pytest
 
 from serving.metadata import load_meta
 from serving.offline import OfflinePredictor
-from serving.precision_check import compare, labelled_inputs, spread_pick
+from serving.precision_check import compare, labelled_inputs, main, spread_pick
 from serving.predictor import INT8_SOURCE_KEY, Predictor, PredictorError, PredictorSettings
 from serving.quantize import QuantizeError, quantize_model
 from tests.service_client import tiny_model_dir
@@ -81,6 +83,45 @@ def test_int8_runs_int8_kernels_and_agrees_with_fp32(int8_dir: Path, model_dir: 
     assert agreement.clips == CLIPS
     assert agreement.top1_agreement == 1.0
     assert agreement.max_abs_diff > 0
+    assert agreement.reference_ms > 0 and agreement.candidate_ms > 0
+    assert agreement.speedup == pytest.approx(agreement.reference_ms / agreement.candidate_ms)
+
+
+def test_precision_check_command_compares_int8(int8_dir: Path, model_dir: Path,
+                                               clip_list: Path, capsys) -> None:
+    code = main(["--model-dir", str(model_dir), "--precision", "int8", "--candidate-dir",
+                 str(int8_dir), "--list", str(clip_list), "--clips", "3"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "int8 vs fp32 on 3 clips: top-1 agreement 100.0%" in out
+    assert "per clip (median)" in out
+
+
+def test_precision_check_command_for_bf16_runs_or_names_the_missing_cpu_support(
+        model_dir: Path, clip_list: Path, capsys) -> None:
+    code = main(["--model-dir", str(model_dir), "--precision", "bf16", "--list",
+                 str(clip_list), "--clips", "2"])
+    captured = capsys.readouterr()
+    if paddle.base.core.supports_bfloat16():
+        assert code == 0 and "bf16 vs fp32 on 2 clips: top-1 agreement" in captured.out
+    else:
+        assert code == 1 and "no bfloat16 support" in captured.err
+
+
+def test_precision_check_command_reports_bad_input_without_a_traceback(
+        model_dir: Path, int8_dir: Path, clip_list: Path, tmp_path: Path, capsys) -> None:
+    # int8 without a quantised copy next to the model
+    assert main(["--model-dir", str(model_dir), "--precision", "int8",
+                 "--list", str(clip_list)]) == 1
+    assert f"{model_dir.name}-int8" in capsys.readouterr().err
+    # a clip in the list that is not a video: the error names it
+    (tmp_path / "notes.mp4").write_text("not a video\n" * 100)
+    bad_list = tmp_path / "bad.list"
+    bad_list.write_text("notes.mp4 0\n")
+    assert main(["--model-dir", str(model_dir), "--precision", "int8", "--candidate-dir",
+                 str(int8_dir), "--list", str(bad_list)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "notes.mp4" in err and "Traceback" not in err
 
 
 def test_int8_model_refuses_fp32_and_serves_offline(int8_dir: Path, clip_list: Path) -> None:

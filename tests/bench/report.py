@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from serving.precision_check import Agreement  # noqa: E402
 from tests.bench.decoding import DecodeTiming  # noqa: E402
 from tests.bench.model_zoo import ModelTiming  # noqa: E402
 from tests.bench.serving_load import LoadResult  # noqa: E402
@@ -34,7 +35,7 @@ class Table:
 
     def write_csv(self, path: Path) -> None:
         """Spreads become three columns (median, min, max) so the CSV stays numeric."""
-        headers: list[str] = []
+        headers: list[str] = [] if self.rows else list(self.headers)
         for header, value in zip(self.headers, self.rows[0] if self.rows else ()):
             headers += ([f"{header} median", f"{header} min", f"{header} max"]
                         if hasattr(value, "median") else [header])
@@ -93,6 +94,22 @@ def scaling_note(results: Sequence[LoadResult]) -> str:
             " / at 1: " + "; ".join(parts) + ".") if parts else ""
 
 
+PrecisionRow = tuple[str, str, str, Agreement]  # model label, weights, precision, agreement
+
+
+def precision_table(rows: Sequence[PrecisionRow], note: str) -> Table:
+    return Table(
+        "Lower precisions against fp32 (synthetic test split)",
+        ("model", "weights", "precision", "clips", "fp32 top-1 classes", "top-1 agreement",
+         "max abs logit diff", "accuracy fp32", "accuracy low", "fp32 ms", "low ms", "speed-up"),
+        [(label, weights, precision, a.clips, a.reference_classes, f"{a.top1_agreement:.1%}",
+          f"{a.max_abs_diff:.3g}",
+          *((f"{a.reference_accuracy:.1%}", f"{a.candidate_accuracy:.1%}")
+            if weights == "trained" else ("-", "-")),
+          a.reference_ms, a.candidate_ms, f"{a.speedup:.2f}x")
+         for label, weights, precision, a in rows], note)
+
+
 def decoding_table(timings: Sequence[DecodeTiming], note: str) -> Table:
     return Table(
         "Decoding: sampled frames only versus every frame (ms, median (min-max))",
@@ -114,6 +131,23 @@ def plot_models(timings: Sequence[ModelTiming], path: Path) -> None:
     ax.set_xlabel("ms per video (median)")
     ax.invert_yaxis()
     ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_precision(rows: Sequence[PrecisionRow], path: Path) -> None:
+    """Inference speed-up over fp32 per model and precision, each bar labelled with its top-1
+    agreement (a fast precision is worth nothing if the answers change)."""
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
+    names = [f"{label} {precision}" for label, _, precision, _ in rows]
+    bars = ax.barh(names, [a.speedup for *_, a in rows])
+    ax.bar_label(bars, [f"{a.top1_agreement:.0%} agree" for *_, a in rows], padding=3,
+                 fontsize=8)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlim(0, 1.25 * max([1.0, *(a.speedup for *_, a in rows)]))  # room for the labels
+    ax.set_xlabel("inference speed-up over fp32 (median ms ratio)")
+    ax.invert_yaxis()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,8 +1,9 @@
-"""The benchmark behind `make bench`: model-family latency, serving load, decoding.
+"""The benchmark behind `make bench`: model-family latency, lower precisions against fp32,
+serving load, decoding.
 
-    python -m tests.bench.run_bench [--quick] [--sections models serving decoding]
+    python -m tests.bench.run_bench [--quick] [--sections models precision serving decoding]
         [--out output/bench] [--threads 2] [--config pipeline_config/config.yml]
-        [--serving-model DIR] [--trained DIR] [--int8 | --no-int8]
+        [--serving-model DIR] [--trained DIR ...] [--precisions bf16 int8]
 
 Prints one Markdown report and writes it with CSV files and PNG charts to --out (git-ignored).
 Exported models and clips are cached in --out/models and --out/clips: the first run exports the
@@ -24,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from serving.launcher import ServiceProcess, free_port
+from serving.precision_check import compare_precision
 from serving.predictor import PredictorSettings
 from serving.quantize import quantize_model
 from tests.bench.clips import CODECS, SIZES, bench_clip
@@ -36,7 +38,9 @@ from tests.bench.report import (
     model_table,
     plot_decoding,
     plot_models,
+    plot_precision,
     plot_serving,
+    precision_table,
     scaling_note,
     serving_table,
 )
@@ -49,10 +53,15 @@ from tests.bench.serving_load import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ("models", "serving", "decoding")
+SECTIONS = ("models", "precision", "serving", "decoding")
 SYNTHETIC = REPO_ROOT / "data" / "synthetic"
-# Families also timed int8: the heaviest (the 2x target) and the one the serving section serves.
-INT8_FAMILIES = (FAMILIES[0], FAMILIES[-1])
+# Trained models measured when they exist: what `make demo` exports, and the R50 of
+# train/configs/demo/pptsm_r50_synthetic.yaml (README, "Offline prediction and benchmarks").
+TRAINED_MODELS = (REPO_ROOT / "model_repo" / "pptsm", REPO_ROOT / "model_repo" / "pptsm-r50")
+LOW_PRECISIONS = ("bf16", "int8")
+# Families also timed in bf16 / int8: the heaviest (the 2x target) and the one the serving
+# section serves.
+LOW_PRECISION_FAMILIES = (FAMILIES[0], FAMILIES[-1])
 
 
 @dataclass(frozen=True)
@@ -67,11 +76,14 @@ class Plan:
     sparse_repeats: int
     full_repeats: int
     int8_calibration_clips: int
-    int8_check_clips: int
+    precision_check_clips: int  # synthetic test clips each lower precision is compared on
+    precisions: tuple[str, ...]  # lower precisions measured by default
 
 
-QUICK = Plan(2.0, 1, 3, ((1, 2), (4, 4), (16, 16)), ((1, 1), (4, 4), (16, 16)), 3, 1, 4, 8)
-FULL = Plan(10.0, 2, 7, ((1, 8), (4, 16), (16, 48)), ((1, 4), (4, 8), (16, 16)), 5, 2, 16, 64)
+QUICK = Plan(2.0, 1, 3, ((1, 2), (4, 4), (16, 16)), ((1, 1), (4, 4), (16, 16)), 3, 1, 4, 8,
+             ("bf16",))
+FULL = Plan(10.0, 2, 7, ((1, 8), (4, 16), (16, 48)), ((1, 4), (4, 8), (16, 16)), 5, 2, 16, 64,
+            LOW_PRECISIONS)
 
 
 def load_average() -> str:
@@ -79,13 +91,26 @@ def load_average() -> str:
     return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1/5/15 min, {os.cpu_count()} CPUs)"
 
 
-def _int8_copy(fp32_dir: Path, plan: Plan) -> Path:
-    """The int8 copy of an export, calibrated on synthetic training clips (cached per count)."""
-    out = fp32_dir.with_name(f"{fp32_dir.name}-int8-c{plan.int8_calibration_clips}")
+def supported_precisions(asked: list[str]) -> tuple[list[str], str]:
+    """The asked lower precisions this CPU runs, and a sentence naming any it cannot."""
+    import paddle
+
+    if "bf16" in asked and not paddle.base.core.supports_bfloat16():
+        return [p for p in asked if p != "bf16"], (
+            "bf16 not measured: this CPU has no AVX512-BF16 / AMX (Paddle's supports_bfloat16() "
+            "is False). ")
+    return asked, ""
+
+
+def _model_for(fp32_dir: Path, precision: str, plan: Plan, args: argparse.Namespace) -> Path:
+    """The folder that runs `precision`: the export itself for fp32 and bf16, else its int8
+    copy, calibrated on synthetic training clips and cached per calibration count."""
+    if precision != "int8":
+        return fp32_dir
+    out = args.out / "models" / f"{fp32_dir.name}-int8-c{plan.int8_calibration_clips}"
     if not (out / "model_meta.json").is_file():
         quantize_model(fp32_dir, out, calibration_list=SYNTHETIC / "train.list",
-                       clips=plan.int8_calibration_clips, check_list=SYNTHETIC / "test.list",
-                       check_clips=plan.int8_check_clips)
+                       clips=plan.int8_calibration_clips)
     return out
 
 
@@ -98,19 +123,48 @@ def run_models(plan: Plan, args: argparse.Namespace) -> tuple[Table, list]:
         timings.append(time_model(model_dir, clip, model=family.model, backbone=family.backbone,
                                   settings=settings, runs=plan.runs, warmup=plan.warmup))
         print(f"  timed {family.folder_name}", file=sys.stderr, flush=True)
-        if args.int8 and family in INT8_FAMILIES:
+        if family not in LOW_PRECISION_FAMILIES:
+            continue
+        for precision in args.precisions:
             timings.append(time_model(
-                _int8_copy(model_dir, plan), clip, model=family.model, backbone=family.backbone,
-                settings=PredictorSettings(cpu_threads=args.threads, precision="int8"),
+                _model_for(model_dir, precision, plan, args), clip, model=family.model,
+                backbone=family.backbone,
+                settings=PredictorSettings(cpu_threads=args.threads, precision=precision),
                 runs=plan.runs, warmup=plan.warmup))
-    if args.trained is not None:
-        timings.append(time_model(args.trained, clip, model=args.trained.name, backbone="trained",
+    for trained in args.trained:
+        timings.append(time_model(trained, clip, model=trained.name, backbone="trained",
                                   settings=settings, runs=plan.runs, warmup=plan.warmup))
     note = (f"Decoder auto, oneDNN on, {plan.warmup} warm-up and {plan.runs} timed runs per model. "
             f"Preprocessing = probe + decoding the sampled frames + resize/crop/normalise. "
             f"'random' weights: {WEIGHTS_NOTE} (timing does not depend on the values). "
-            f"{load_average()}.")
+            f"{args.precision_note}{load_average()}.")
     return model_table(timings, clip.label, note), timings
+
+
+def run_precision(plan: Plan, args: argparse.Namespace) -> tuple[Table, list]:
+    """Each lower precision against fp32 on the synthetic test split, for the families timed
+    in it and the trained models (the ones whose agreement and accuracy mean something)."""
+    models = [(f"{f.model} {f.backbone} {f.frames}f", "random",
+               exported_family(f, args.out / "models")) for f in LOW_PRECISION_FAMILIES]
+    models += [(trained.name, "trained", trained) for trained in args.trained]
+    rows = []
+    for (label, weights, model_dir), precision in itertools.product(models, args.precisions):
+        agreement = compare_precision(
+            model_dir, precision, SYNTHETIC / "test.list", count=plan.precision_check_clips,
+            candidate_dir=_model_for(model_dir, precision, plan, args), threads=args.threads)
+        rows.append((label, weights, precision, agreement))
+        print(f"  compared {label} {precision}", file=sys.stderr, flush=True)
+    note = (f"Each lower precision against fp32 on {plan.precision_check_clips} clips of the "
+            f"synthetic test split (uniform sampling, batch of one clip, {args.threads} threads; "
+            f"inference ms are medians over those clips at each model's input size). "
+            + (f"int8: quantised by serving.quantize on {plan.int8_calibration_clips} training "
+               f"clips. " if "int8" in args.precisions else "")
+            + f"Random-weight models have no accuracy to report, large logits (hence large "
+            f"logit differences) and few different top-1 classes (with one, agreement is 100% "
+            f"whatever the precision does). Trained: "
+            f"{', '.join(str(t) for t in args.trained) or 'none found (run make demo)'}. "
+            f"{args.precision_note}{load_average()}.")
+    return precision_table(rows, note), rows
 
 
 def _max_request_bytes(config: Path) -> int:
@@ -154,13 +208,16 @@ def run_serving(plan: Plan, args: argparse.Namespace) -> tuple[Table, list]:
                            f"were not sent: the config's request_limits.max_bytes "
                            f"({max_bytes / 1e6:.0f} MB) refuses them.")
     results = _serve_and_load(model_dir, args, "fp32", bodies)
-    int8_note = ""
-    if args.int8:
-        results += _serve_and_load(_int8_copy(model_dir, plan), args, "int8", videos)
-        int8_note = (f"int8: the same model quantised by serving.quantize ("
-                     f"{plan.int8_calibration_clips} calibration clips), `video` requests only. ")
+    for precision in args.precisions:
+        results += _serve_and_load(_model_for(model_dir, precision, plan, args), args,
+                                   precision, videos)
+    low_note = (f"{' and '.join(args.precisions)}: `video` requests only. "
+                if args.precisions else "")
+    if "int8" in args.precisions:
+        low_note += (f"int8: the same model quantised by serving.quantize on "
+                     f"{plan.int8_calibration_clips} clips. ")
     note = (f"Model {model_dir} served with {args.config}; one warm-up request per level. "
-            + int8_note + " ".join(skipped) + " " + scaling_note(results)
+            + low_note + args.precision_note + " ".join(skipped) + " " + scaling_note(results)
             + f" {load_average()}.")
     return serving_table(results, note), results
 
@@ -182,7 +239,7 @@ def run_decoding(plan: Plan, args: argparse.Namespace) -> tuple[Table, list]:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="PP-TSM benchmarks: models, serving, decoding.")
+    parser = argparse.ArgumentParser(description="PP-TSM benchmarks: models, precision, serving, decoding.")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, 2 s clips")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "output" / "bench")
@@ -191,21 +248,29 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="pipeline config the serving section starts the service with")
     parser.add_argument("--serving-model", type=Path,
                         help="model the serving section serves (default: PP-TSMv2 16f export)")
-    parser.add_argument("--trained", type=Path, help="add a row for this trained model folder")
-    parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
-                        help="add int8 rows (R50 and PP-TSMv2 16f in-process, the served model) "
-                        "(default: on, off with --quick)")
+    parser.add_argument("--trained", type=Path, action="append",
+                        help="trained model folder: a row in the models section, compared in "
+                        "the precision section; repeatable (default: those of "
+                        + ", ".join(str(t.relative_to(REPO_ROOT)) for t in TRAINED_MODELS)
+                        + " that exist)")
+    parser.add_argument("--precisions", nargs="*", choices=LOW_PRECISIONS,
+                        help="lower precisions measured beside fp32: rows for R50 and PP-TSMv2 "
+                        "16f in-process, the precision section, a serving pass each (default: "
+                        "bf16 int8; bf16 only with --quick; bf16 is skipped on CPUs without it)")
     args = parser.parse_args(argv)
-    if args.int8 is None:
-        args.int8 = not args.quick
+    asked = args.precisions if args.precisions is not None else \
+        list((QUICK if args.quick else FULL).precisions)
+    args.precisions, args.precision_note = supported_precisions(asked)
+    if args.trained is None:
+        args.trained = [t for t in TRAINED_MODELS if (t / "model_meta.json").is_file()]
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     plan = QUICK if args.quick else FULL
-    runners = {"models": (run_models, plot_models), "serving": (run_serving, plot_serving),
-               "decoding": (run_decoding, plot_decoding)}
+    runners = {"models": (run_models, plot_models), "precision": (run_precision, plot_precision),
+               "serving": (run_serving, plot_serving), "decoding": (run_decoding, plot_decoding)}
     args.out.mkdir(parents=True, exist_ok=True)
     report = [f"## PP-TSM benchmark{' (quick)' if args.quick else ''}", "",
               f"Started with {load_average()}.", ""]

@@ -49,6 +49,26 @@ def _assert_same_state(resumed: Any, uninterrupted: Any, where: str = "") -> Non
         assert resumed == uninterrupted, where
 
 
+def test_the_r50_synthetic_recipe_trains_the_full_resnet50(quick_dataset: Path,
+                                                           tmp_path: Path) -> None:
+    """train/configs/demo/pptsm_r50_synthetic.yaml (the trained R50 the precision comparisons
+    use) runs as documented, at 32 px for one epoch, and trains the unshrunk ResNet50-vd."""
+    recipe = REPO_ROOT / "train" / "configs" / "demo" / "pptsm_r50_synthetic.yaml"
+    out = tmp_path / "r50"
+    overrides = [f"data.root={quick_dataset}", f"train.output_dir={out}", "train.epochs=1",
+                 "preprocess.scale_size=36", "preprocess.crop_size=32", "train.batch_size=4",
+                 "train.processes=1", "train.precise_bn.num_iters=2"]
+    done = subprocess.run([sys.executable, "-m", "train.train", "-c", str(recipe),
+                           "--no-progress", *as_cli(overrides)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cfg = load_config(recipe)
+    state = paddle.load(str(out / "best.pdparams"))
+    full = build_model("pptsm_resnet50", num_classes=8, num_seg=cfg["model"]["num_seg"])
+    assert sorted(state) == sorted(full.state_dict())
+    assert cfg["preprocess"]["num_seg"] == cfg["model"]["num_seg"]
+
+
 @pytest.mark.parametrize("accumulate", [1, 2])
 def test_training_writes_checkpoints_and_resumes(quick_dataset: Path, tmp_path: Path,
                                                  accumulate: int) -> None:

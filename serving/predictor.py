@@ -32,6 +32,10 @@ import numpy as np
 from serving.metadata import ModelMeta, load_meta
 
 CPU_PRECISIONS = ("fp32", "bf16", "int8")
+# Ops kept in fp32 under bf16. Paddle 3.3.1's bfloat16 passes drop the (1 - p) factor of a
+# `downscale_in_infer` dropout (PP-TSMv2's head, p = 0.2), so every logit came out 1/(1 - p) =
+# 1.25x too large: the same top-1, wrong scores. In fp32 the op costs nothing measurable.
+BF16_FP32_OPS = ("dropout",)
 TENSORRT_PRECISIONS = ("fp32", "fp16", "int8")
 
 # Paddle Serving's `local_service_conf.device_type` values that this wrapper supports.
@@ -174,7 +178,14 @@ def _configure_cpu(config, settings: PredictorSettings, program_ops: frozenset[s
                 "precision bf16: this CPU has no bfloat16 support (oneDNN bf16 needs "
                 "AVX512-BF16 or AMX; paddle.base.core.supports_bfloat16() is False); use fp32, "
                 "or int8 with a model made by `python -m serving.quantize`")
+        if not program_ops:
+            raise PredictorError(
+                "precision bf16 needs a .pdmodel program: for PIR (.json) programs Paddle 3.3.1 "
+                "cannot be told to keep dropout in fp32, and its bf16 passes then scale the "
+                "logits wrongly; export with FORMAT=pdmodel (the default), or serve fp32")
         config.enable_mkldnn_bfloat16()
+        if program_ops & set(BF16_FP32_OPS):
+            config.set_bfloat16_op(set(program_ops - set(BF16_FP32_OPS)))
     if settings.precision == "int8":
         import paddle
 

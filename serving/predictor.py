@@ -32,10 +32,11 @@ import numpy as np
 from serving.metadata import ModelMeta, load_meta
 
 CPU_PRECISIONS = ("fp32", "bf16", "int8")
-# Ops kept in fp32 under bf16. Paddle 3.3.1's bfloat16 passes drop the (1 - p) factor of a
-# `downscale_in_infer` dropout (PP-TSMv2's head, p = 0.2), so every logit came out 1/(1 - p) =
-# 1.25x too large: the same top-1, wrong scores. In fp32 the op costs nothing measurable.
-BF16_FP32_OPS = ("dropout",)
+# Paddle 3.3.1's analysis pass that turns an inference dropout into a scale op: with bf16 or
+# int8 enabled the (1 - p) factor of a `downscale_in_infer` dropout (PP-TSMv2's head, p = 0.2)
+# is then lost and every logit comes out 1/(1 - p) = 1.25x too large (same top-1, wrong
+# scores). Without the pass the dropout op itself runs, in fp32, at no measurable cost.
+DROPOUT_TO_SCALE_PASS = "simplify_with_basic_ops_pass"
 TENSORRT_PRECISIONS = ("fp32", "fp16", "int8")
 
 # Paddle Serving's `local_service_conf.device_type` values that this wrapper supports.
@@ -178,20 +179,15 @@ def _configure_cpu(config, settings: PredictorSettings, program_ops: frozenset[s
                 "precision bf16: this CPU has no bfloat16 support (oneDNN bf16 needs "
                 "AVX512-BF16 or AMX; paddle.base.core.supports_bfloat16() is False); use fp32, "
                 "or int8 with a model made by `python -m serving.quantize`")
-        if not program_ops:
-            raise PredictorError(
-                "precision bf16 needs a .pdmodel program: for PIR (.json) programs Paddle 3.3.1 "
-                "cannot be told to keep dropout in fp32, and its bf16 passes then scale the "
-                "logits wrongly; export with FORMAT=pdmodel (the default), or serve fp32")
         config.enable_mkldnn_bfloat16()
-        if program_ops & set(BF16_FP32_OPS):
-            config.set_bfloat16_op(set(program_ops - set(BF16_FP32_OPS)))
+        config.delete_pass(DROPOUT_TO_SCALE_PASS)
     if settings.precision == "int8":
         import paddle
 
         if not paddle.base.core.supports_int8():
             raise PredictorError("precision int8 needs a CPU with AVX2 or newer; use fp32")
         config.enable_mkldnn_int8()
+        config.delete_pass(DROPOUT_TO_SCALE_PASS)
 
 
 def _configure_gpu(config, settings: PredictorSettings, input_name: str,

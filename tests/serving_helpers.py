@@ -22,10 +22,11 @@ TINY_PREPROCESS = PreprocessSpec(num_seg=8, scale_size=64, crop_size=56,
 
 
 def export_tiny_model(out_dir: Path, *, fmt: str,
-                      calibrate_bn: Callable[[paddle.nn.Layer, paddle.Tensor], None]) -> ModelMeta:
+                      calibrate_bn: Callable[[paddle.nn.Layer, paddle.Tensor], None],
+                      **model_kwargs: object) -> ModelMeta:
     """Exports the tiny model to `out_dir` once; later calls (other test modules of the same
     session) reuse the export. The weights come from a fixed seed, so every format holds the
-    same network."""
+    same network; `model_kwargs` go to the builder (e.g. another dropout)."""
     if (out_dir / "model_meta.json").is_file():
         return load_meta(out_dir)
     from train.export import export_model
@@ -33,7 +34,7 @@ def export_tiny_model(out_dir: Path, *, fmt: str,
 
     paddle.seed(0)
     model = build_model("pptsm_v2_lcnet", num_classes=len(TINY_LABELS),
-                        num_seg=TINY_PREPROCESS.num_seg, width_mult=0.25)
+                        num_seg=TINY_PREPROCESS.num_seg, width_mult=0.25, **model_kwargs)
     model.eval()
     size = TINY_PREPROCESS.crop_size
     clip = np.random.RandomState(0).standard_normal((2, TINY_PREPROCESS.num_seg, 3, size, size))

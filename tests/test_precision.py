@@ -16,7 +16,7 @@ from serving.precision_check import compare, labelled_inputs, main, spread_pick
 from serving.predictor import INT8_SOURCE_KEY, Predictor, PredictorError, PredictorSettings
 from serving.quantize import QuantizeError, quantize_model
 from tests.service_client import tiny_model_dir
-from tests.serving_helpers import TINY_LABELS, write_video
+from tests.serving_helpers import TINY_LABELS, export_tiny_model, write_video
 
 CLIPS = 6
 
@@ -85,6 +85,20 @@ def test_int8_runs_int8_kernels_and_agrees_with_fp32(int8_dir: Path, model_dir: 
     assert agreement.max_abs_diff > 0
     assert agreement.reference_ms > 0 and agreement.candidate_ms > 0
     assert agreement.speedup == pytest.approx(agreement.reference_ms / agreement.candidate_ms)
+
+
+def test_int8_keeps_the_inference_dropout_scale(tmp_path_factory, calibrate_bn,
+                                                 clip_list: Path) -> None:
+    """Paddle's int8 passes lost the (1 - p) factor of an inference dropout
+    (`downscale_in_infer`, here p = 0.5) as its bf16 passes did: every logit doubled."""
+    fp32_dir = tmp_path_factory.getbasetemp() / "tiny_dropout_half_pdmodel"
+    export_tiny_model(fp32_dir, fmt="pdmodel", calibrate_bn=calibrate_bn, dropout=0.5)
+    int8_dir = tmp_path_factory.mktemp("int8_dropout") / "tiny-int8"
+    quantize_model(fp32_dir, int8_dir, calibration_list=clip_list, clips=4)
+    probe = _probe(fp32_dir)
+    fp32_out = Predictor.from_model_dir(fp32_dir).predict(probe)
+    int8_out = Predictor.from_model_dir(int8_dir, PredictorSettings(precision="int8")).predict(probe)
+    assert 0.7 < np.linalg.norm(int8_out) / np.linalg.norm(fp32_out) < 1.4
 
 
 def test_precision_check_command_compares_int8(int8_dir: Path, model_dir: Path,

@@ -117,8 +117,9 @@ loadtest: data
 predict: $(STAMP)
 	$(PY) -m serving.predict --model-dir model_repo/$(MODEL) --video $(VIDEO) $(ARGS)
 
-# Latency tables, serving throughput, decoding; QUICK=1 for a smoke run (< 3 minutes).
-bench: $(STAMP)
+# Latency tables, lower precisions vs fp32 (on the synthetic clips: made first if missing),
+# serving throughput, decoding; QUICK=1 for a smoke run (< 3 minutes).
+bench: data
 	$(PY) -m tests.bench.run_bench $(if $(QUICK),--quick) $(ARGS)
 
 test: $(STAMP)

@@ -31,7 +31,7 @@ from serving.quantize import quantize_model
 from tests.bench.clips import CODECS, SIZES, bench_clip
 from tests.bench.decoding import BACKENDS, decode_timing
 from tests.bench.export_random import WEIGHTS_NOTE
-from tests.bench.model_zoo import FAMILIES, exported_family, time_model
+from tests.bench.model_zoo import FAMILIES, export_families, exported_family, time_model
 from tests.bench.report import (
     Table,
     decoding_table,
@@ -118,8 +118,7 @@ def run_models(plan: Plan, args: argparse.Namespace) -> tuple[Table, list]:
     clip = bench_clip(args.out / "clips", *SIZES[0], plan.clip_seconds)
     settings = PredictorSettings(cpu_threads=args.threads)
     timings = []
-    for family in FAMILIES:
-        model_dir = exported_family(family, args.out / "models")
+    for family, model_dir in zip(FAMILIES, export_families(FAMILIES, args.out / "models")):
         timings.append(time_model(model_dir, clip, model=family.model, backbone=family.backbone,
                                   settings=settings, runs=plan.runs, warmup=plan.warmup))
         print(f"  timed {family.folder_name}", file=sys.stderr, flush=True)

@@ -27,7 +27,12 @@ import numpy as np
 from serving.errors import ServiceError
 from serving.metadata import MetadataError, PreprocessSpec, load_meta
 from serving.offline import DecodeSettings, network_input
-from serving.predictor import Predictor, PredictorError, PredictorSettings
+from serving.predictor import (
+    Predictor,
+    PredictorError,
+    PredictorSettings,
+    default_int8_dir,
+)
 from serving.stages import ranked_classes
 
 Item = TypeVar("Item")
@@ -134,23 +139,30 @@ def _timed_predict(predictor: Predictor, views: np.ndarray, times_ms: list[float
     return logits
 
 
+def compare_with_fp32(model_dir: Path, candidate: Predictor, list_path: str | Path, *,
+                      count: int, root: str | Path | None = None,
+                      threads: int = PredictorSettings.cpu_threads) -> Agreement:
+    """`candidate` against the fp32 model in `model_dir` on `count` clips of a list file,
+    preprocessed as `model_dir` records it."""
+    meta = load_meta(model_dir)
+    reference = Predictor(model_dir, meta, PredictorSettings(cpu_threads=threads))
+    inputs = list(labelled_inputs(list_path, meta.preprocess, count=count, root=root))
+    return compare(reference, candidate, inputs)
+
+
 def compare_precision(model_dir: Path, precision: str, list_path: str | Path, *, count: int,
                       root: str | Path | None = None, candidate_dir: Path | None = None,
-                      threads: int | None = None) -> Agreement:
+                      threads: int = PredictorSettings.cpu_threads) -> Agreement:
     """The fp32 model in `model_dir` against `precision` on `count` clips of a list file: bf16
     runs `model_dir` itself, int8 its quantised copy (`candidate_dir`, default MODEL_DIR-int8)."""
     if precision not in ("bf16", "int8"):
         raise ValueError(f"precision {precision!r}: compare bf16 or int8 with fp32")
     if candidate_dir is None:
-        candidate_dir = model_dir.with_name(f"{model_dir.name}-int8") if precision == "int8" \
-            else model_dir
-    common = {} if threads is None else {"cpu_threads": threads}
-    reference = Predictor.from_model_dir(model_dir, PredictorSettings(**common))
-    candidate = Predictor.from_model_dir(candidate_dir,
-                                         PredictorSettings(precision=precision, **common))
-    meta = load_meta(model_dir)
-    inputs = list(labelled_inputs(list_path, meta.preprocess, count=count, root=root))
-    return compare(reference, candidate, inputs)
+        candidate_dir = default_int8_dir(model_dir) if precision == "int8" else model_dir
+    candidate = Predictor.from_model_dir(
+        candidate_dir, PredictorSettings(cpu_threads=threads, precision=precision))
+    return compare_with_fp32(model_dir, candidate, list_path, count=count, root=root,
+                             threads=threads)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--candidate-dir", type=Path,
                         help="int8 model folder (default: MODEL_DIR-int8, as serving.quantize "
                         "writes it); bf16 always runs MODEL_DIR")
-    parser.add_argument("--threads", type=int, help="CPU threads per predictor (default 2)")
+    parser.add_argument("--threads", type=int, default=PredictorSettings.cpu_threads,
+                        help="CPU threads per predictor (default %(default)s)")
     args = parser.parse_args(argv)
     try:
         agreement = compare_precision(args.model_dir, args.precision, args.list,

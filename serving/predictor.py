@@ -49,6 +49,12 @@ SERVING_DEVICE_TENSORRT = 2
 # them, so the predictor checks that precision and program agree instead of guessing.
 INT8_SOURCE_KEY = "int8_quantization"
 
+
+def default_int8_dir(model_dir: Path) -> Path:
+    """Where serving.quantize writes a model's int8 copy unless told otherwise, and where
+    serving.precision_check looks for it: MODEL_DIR-int8 beside the fp32 folder."""
+    return model_dir.with_name(f"{model_dir.name}-int8")
+
 # Ops kept on Paddle's plain CPU kernels when oneDNN is on. Measured on PP-TSMv2 16f (2 threads,
 # Paddle 3.3.1, AVX2): oneDNN's broadcasting elementwise_mul (the SE and LTA gates) and its
 # reduce_mean (LTA's per-frame mean) took about half of the inference time; without them the

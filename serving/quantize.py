@@ -29,8 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from serving.metadata import MetadataError, ModelMeta, load_meta
-from serving.precision_check import Agreement, compare, labelled_inputs
-from serving.predictor import INT8_SOURCE_KEY, Predictor, PredictorError, PredictorSettings
+from serving.precision_check import compare_with_fp32, labelled_inputs
+from serving.predictor import (
+    INT8_SOURCE_KEY,
+    Predictor,
+    PredictorError,
+    PredictorSettings,
+    default_int8_dir,
+)
 from serving.serving_conf import write_serving_confs
 
 # Paddle's calibration algorithms for activation ranges; weights are always per-channel abs-max.
@@ -104,7 +110,8 @@ def quantize_model(model_dir: str | Path, out_dir: str | Path, *, calibration_li
     int8_meta.save(tmp_dir)
     int8 = Predictor(tmp_dir, int8_meta, PredictorSettings(precision="int8"))
     if check_list is not None:
-        agreement = check_against_fp32(model_dir, meta, int8, check_list, check_clips, data_root)
+        agreement = compare_with_fp32(model_dir, int8, check_list, count=check_clips,
+                                      root=data_root)
         raw["evaluation"] = {**meta.evaluation, "int8_vs_fp32": agreement.as_dict()}
         int8_meta = ModelMeta.from_dict(raw)
         int8_meta.save(tmp_dir)
@@ -113,14 +120,6 @@ def quantize_model(model_dir: str | Path, out_dir: str | Path, *, calibration_li
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp_dir.rename(out_dir)
     return int8_meta
-
-
-def check_against_fp32(model_dir: Path, meta: ModelMeta, int8: Predictor,
-                       check_list: str | Path, check_clips: int,
-                       data_root: str | Path | None) -> Agreement:
-    fp32 = Predictor(model_dir, meta, PredictorSettings())
-    inputs = list(labelled_inputs(check_list, meta.preprocess, count=check_clips, root=data_root))
-    return compare(fp32, int8, inputs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(default: the list file's folder)")
     parser.add_argument("--out", type=Path, help="output folder (default: MODEL_DIR-int8)")
     args = parser.parse_args(argv)
-    out = args.out or args.model_dir.with_name(f"{args.model_dir.name}-int8")
+    out = args.out or default_int8_dir(args.model_dir)
     try:
         meta = quantize_model(args.model_dir, out, calibration_list=args.calibration,
                               clips=args.clips, algo=args.algo, check_list=args.check,

@@ -13,13 +13,23 @@ from serving.metadata import PreprocessSpec
 from serving.postprocess import top_k, video_probabilities
 from serving.preprocess.decode import VideoSource, read_sampled
 from serving.preprocess.pipeline import preprocess, sample_indices
+from serving.preprocess.transforms import FrameResize, scaled_size
 from serving.protocol import RawFrames
 
 
+def model_resize(source: VideoSource | RawFrames, spec: PreprocessSpec) -> FrameResize:
+    """The model's Scale step for `source`'s frames, applied to each frame as it is decoded."""
+    size = scaled_size(source.width, source.height, spec.scale_size, spec.fixed_ratio)
+    return FrameResize(size, spec.resize_backend)
+
+
 def sample_frames(source: VideoSource | RawFrames, spec: PreprocessSpec, mode: str) -> np.ndarray:
-    """Decodes only the frames `mode` samples from `source`: RGB uint8 [k, H, W, 3]. The caller
-    keeps ownership of `source` (and closes it)."""
-    _, frames = read_sampled(source, lambda count: sample_indices(count, spec, mode))
+    """Decodes only the frames `mode` samples from `source`, each distinct one once, scaled to
+    the model's scale_size as soon as it is decoded: RGB uint8 [k, h, w, 3] (network_views'
+    own Scale step then has nothing left to do, so the pixels are those of scaling after
+    sampling). The caller keeps ownership of `source` (and closes it)."""
+    _, frames = read_sampled(source, lambda count: sample_indices(count, spec, mode),
+                             model_resize(source, spec))
     return frames
 
 

@@ -6,16 +6,19 @@
 `open_video` probes the payload first (container format, frame size, frame count, duration
 against `limits`, no frame decoded; see video_probe.py), then opens a backend:
 
-* "decord" (PaddleVideo's decoder): seeks, decodes from the keyframe before each frame;
-* "pyav": seeks the same way, from memory, and skips damaged packets;
-* "opencv": decodes in order up to the last wanted frame; the last resort.
+* "pyav": seeks to the keyframe before each frame, from memory, and skips damaged packets;
+* "opencv": decodes in order up to the last wanted frame; the last resort;
+* "decord" (PaddleVideo's decoder): seeks like PyAV. Only as an explicit choice, for trusted
+  files (training data): it bundles libavformat 58 (2018), opens the file with no demuxer or
+  protocol allow-list, and its native `get_batch` cannot be stopped or checked per frame, so
+  it is no decoder for untrusted uploads.
 
 All three return pixel-identical frames on healthy files. A backend may also be an order, e.g.
 "decord,pyav": the first backend that opens the stream reads it, and the next one takes over if it
 then fails to decode it (decord has no AV1 decoder, rejects some frame widths (72 px) and gives up
-on damaged packets that FFmpeg's own decoder skips). "auto" is AUTO_ORDER: PyAV first, since it
-decodes sampled frames about twice as fast as decord (tests/bench, H.264 and MPEG-4 Part 2, 320x240
-to 1280x720) and needs no temporary file.
+on damaged packets that FFmpeg's own decoder skips). "auto" is AUTO_ORDER: PyAV, then OpenCV.
+Both open only the demuxers the probe accepts (video_probe.ACCEPTED_FORMATS) and never a
+nested file or URL.
 
 Frame count rule: `num_frames` is the number of video packets the container holds (its own
 frame index; PaddleVideo's frames_len on healthy files). If decoding ends earlier (truncated
@@ -26,7 +29,9 @@ LimitExceededError) with a message fit for the client; no decoder exception esca
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -34,11 +39,14 @@ from typing import ClassVar
 import numpy as np
 
 from serving.errors import DecodeError
+from serving.preprocess.cancel import CancelToken
 from serving.preprocess.decode_limits import DecodeLimits
+from serving.preprocess.transforms import FrameResize
 from serving.preprocess.video_probe import probe_video
 from serving.preprocess.video_source import (
     DAMAGED_STREAM_MESSAGE,
     BackendCannotOpen,
+    Finish,
     OpenRequest,
     ShortVideoError,
     VideoSource,
@@ -48,7 +56,7 @@ __all__ = ["AUTO_ORDER", "BACKENDS", "DecodeLimits", "ShortVideoError", "VideoSo
            "backend_order", "decode_all", "open_video", "read_sampled"]
 
 BACKENDS = ("decord", "pyav", "opencv")
-AUTO_ORDER = ("pyav", "decord", "opencv")  # what "auto" tries, in this order
+AUTO_ORDER = ("pyav", "opencv")  # what "auto" tries, in this order (decord: explicit only)
 _BACKEND_CLASSES = {
     "decord": ("serving.preprocess.decode_decord", "DecordSource"),
     "pyav": ("serving.preprocess.decode_pyav", "PyAVSource"),
@@ -98,7 +106,7 @@ class _FallbackSource(VideoSource):
     decode_failures: ClassVar[tuple[type[Exception], ...]] = ()
 
     def __init__(self, request: OpenRequest, order: Sequence[str]) -> None:
-        super().__init__(request.probe)
+        super().__init__(request)
         self._request = request
         self._current, self._untried = _open_first(order, request)
 
@@ -106,26 +114,36 @@ class _FallbackSource(VideoSource):
     def backend(self) -> str:
         return self._current.backend
 
-    def _decode_sorted(self, indices: list[int]) -> list[np.ndarray]:
+    def frames_in_flight(self, distinct: int) -> int:
+        return self._current.frames_in_flight(distinct)
+
+    def decode_cost(self, indices: Sequence[int]) -> int:
+        return self._current.decode_cost(indices)
+
+    def _decode_sorted(self, indices: list[int], finish: Finish) -> list[np.ndarray]:
         while True:
-            try:
-                return self._current._decode_sorted(indices)  # the wrapped source's decoding step
+            try:  # the wrapped source's decoding step
+                return self._current._decode_sorted(indices, finish)
             except self._current.decode_failures as exc:
                 self._current.close()
                 if not self._untried:
                     raise DecodeError(DAMAGED_STREAM_MESSAGE) from exc
                 self._current, self._untried = _open_first(self._untried, self._request)
+                self.check_decode_cost(self._current.decode_cost(indices))
 
     def _release(self) -> None:
         self._current.close()
 
 
 def open_video(data: bytes, *, limits: DecodeLimits = DecodeLimits(), backend: str = "auto",
-               temp_dir: str | Path | None = None) -> VideoSource:
+               temp_dir: str | Path | None = None,
+               cancel: CancelToken | None = None) -> VideoSource:
     """Probes `data` against `limits` and opens it with `backend` (see backend_order).
-    Temporary files (decord, OpenCV) go to `temp_dir` and are deleted at once."""
+    Temporary files (decord, OpenCV) go to `temp_dir` and are deleted at once. Setting
+    `cancel` stops the probe and every later read within a frame (Cancelled)."""
     order = backend_order(backend)
-    request = OpenRequest(data=data, probe=probe_video(data, limits), limits=limits,
+    request = OpenRequest(data=data, probe=probe_video(data, limits, cancel=cancel),
+                          limits=limits, cancel=cancel,
                           temp_dir=Path(temp_dir) if temp_dir is not None else None)
     if len(order) > 1:
         return _FallbackSource(request, order)
@@ -133,20 +151,25 @@ def open_video(data: bytes, *, limits: DecodeLimits = DecodeLimits(), backend: s
 
 
 def read_sampled(source: VideoSource, choose: Callable[[int], Sequence[int]],
-                 ) -> tuple[list[int], np.ndarray]:
-    """(indices, frames) for `choose(num_frames)`, sampled again once if the stream is shorter
-    than its container claimed (see the frame count rule above)."""
+                 resize: FrameResize | None = None) -> tuple[list[int], np.ndarray]:
+    """(indices, frames) for `choose(num_frames)`, each frame resized by `resize` if given,
+    sampled again once if the stream is shorter than its container claimed (see the frame
+    count rule above)."""
     indices = list(choose(source.num_frames))
     try:
-        return indices, source.read(indices)
+        return indices, source.read(indices, resize)
     except ShortVideoError:
         indices = list(choose(source.num_frames))
-        return indices, source.read(indices)
+        return indices, source.read(indices, resize)
 
 
 def decode_all(data: bytes, *, limits: DecodeLimits = DecodeLimits(), backend: str = "auto",
                temp_dir: str | Path | None = None) -> np.ndarray:
-    """Every decodable frame, RGB uint8 [N, H, W, 3]: for comparisons and benchmarks (it holds
-    the whole video in memory, bounded only by `limits`)."""
-    with open_video(data, limits=limits, backend=backend, temp_dir=temp_dir) as source:
+    """Every decodable frame, RGB uint8 [N, H, W, 3]: for comparisons, benchmarks and frame
+    extraction of trusted files. It holds the whole video in memory by design, so the two
+    per-request budgets (max_decoded_bytes, max_decode_pixels) do not apply; the size, frame
+    count and duration limits of `limits` still do."""
+    whole_video = dataclasses.replace(limits, max_decoded_bytes=sys.maxsize,
+                                      max_decode_pixels=sys.maxsize)
+    with open_video(data, limits=whole_video, backend=backend, temp_dir=temp_dir) as source:
         return read_sampled(source, range)[1]  # choose every index: range(num_frames)

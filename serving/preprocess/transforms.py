@@ -10,6 +10,7 @@ PaddleVideo's order. Sizes are always (width, height), as in Pillow.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -59,6 +60,28 @@ RESIZE_BACKENDS: dict[str, Callable[[np.ndarray, Size], np.ndarray]] = {
     "pillow": _resize_pillow,  # bit-exact with PaddleVideo
     "opencv": _resize_opencv,  # faster; equal within 1 level when enlarging, not when shrinking
 }
+
+
+@dataclass(frozen=True)
+class FrameResize:
+    """Resizes one RGB frame [H, W, 3] to `size` with `backend`, as resize_frames does each of
+    its frames (so resizing frame by frame right after decoding gives the same pixels).
+
+    Decoders take one so that a request holds each sampled frame at the model's scale, not at
+    the upload's: a 4K frame is 26 MB, its 341x256 version 0.26 MB."""
+
+    size: Size
+    backend: str = "pillow"
+
+    def __post_init__(self) -> None:
+        if self.backend not in RESIZE_BACKENDS:
+            raise ValueError(f"resize backend must be one of {sorted(RESIZE_BACKENDS)}, "
+                             f"got {self.backend!r}")
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        if frame.shape[1::-1] == tuple(self.size):
+            return frame
+        return RESIZE_BACKENDS[self.backend](frame, self.size)
 
 
 # Frames whose input or output has at least this many pixels are resized on the shared pool;

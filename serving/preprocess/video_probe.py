@@ -6,7 +6,13 @@ limits are enforced in one place and before any decoder allocates a frame:
 1. the payload size, then the container format: only MP4/MOV, Matroska/WebM and AVI are
    accepted. They carry a per-frame index, which is what makes the frame count and seeking
    trustworthy; everything else (images, text, GIF, MPEG-PS/TS, audio files) is refused
-   with one clear message instead of being half-decoded.
+   with one clear message instead of being half-decoded. libavformat itself is told so
+   (`format_whitelist`), so no other demuxer ever reads an upload: the concat (ffconcat), HLS
+   and SDP demuxers would open the files, URLs and UDP sockets an upload names while
+   `av.open` reads the header, before any check here could refuse it. Every nested open is
+   refused as well (`io_open` raises, `protocol_whitelist` names no protocol): the upload is
+   read from memory only, and a MOV data reference (`dref`) to another file stays unopened
+   even if the demuxer's `enable_drefs` were turned on.
 2. the frame size. libavcodec's own `max_pixels` guard is set for the probe, so even a
    decoder that must decode a frame to learn the size refuses an oversized one; the declared
    width x height is then checked against the limit.
@@ -29,10 +35,16 @@ from dataclasses import dataclass
 import av
 
 from serving.errors import DecodeError
+from serving.preprocess.cancel import CancelToken, raise_if_cancelled
 from serving.preprocess.decode_limits import DecodeLimits
 
 ACCEPTED_CONTAINERS = frozenset({"mov", "mp4", "matroska", "webm", "avi"})
 ACCEPTED_DESCRIPTION = "MP4/MOV, Matroska/WebM or AVI"
+# libavformat's names of the demuxers that read the accepted containers, as its
+# `format_whitelist` option takes them (also given to OpenCV's FFmpeg capture).
+ACCEPTED_FORMATS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi"
+# `protocol_whitelist` for the in-memory open: no protocol has this name, so none may open.
+NO_PROTOCOL = "none"
 
 # What PyAV raises on malformed input: its own FFmpegError family plus the builtin errors of
 # the Python I/O layer it reads through.
@@ -61,28 +73,49 @@ class VideoProbe:
         return self.keyframes[position - 1] if position else 0
 
 
+class NestedOpenRefused(PermissionError):
+    """A demuxer asked to open another file or URL than the upload itself."""
+
+
+def refuse_nested_open(url: str, flags: int, options: dict) -> None:
+    """PyAV's `io_open` hook: an upload is its own bytes only, so every nested open fails."""
+    raise NestedOpenRefused(f"nested open of {url[:80]!r} refused")
+
+
+def container_options(limits: DecodeLimits) -> dict[str, str]:
+    """libavformat options for opening an upload (see the module docstring). `max_pixels` here
+    reaches the decoders the probe opens to learn a frame size; a decoding backend sets it on
+    its own codec context too (decode_pyav)."""
+    return {"format_whitelist": ACCEPTED_FORMATS, "protocol_whitelist": NO_PROTOCOL,
+            "max_pixels": str(limits.max_pixels_per_frame)}
+
+
 def open_container(data: bytes, limits: DecodeLimits) -> av.container.InputContainer:
-    """Opens `data` with libavcodec's max_pixels guard; DecodeError when it is no container."""
+    """Opens `data` from memory with only the accepted demuxers, no nested open and libavcodec's
+    max_pixels guard; DecodeError when it is no accepted container."""
     try:
-        return av.open(io.BytesIO(data), options={"max_pixels": str(limits.max_pixels_per_frame)},
-                       metadata_errors="ignore")
+        return av.open(io.BytesIO(data), options=container_options(limits),
+                       io_open=refuse_nested_open, metadata_errors="ignore")
     except PYAV_FAILURES:
         raise DecodeError("video: not a decodable video container") from None
 
 
-def probe_video(data: bytes, limits: DecodeLimits) -> VideoProbe:
-    """Checks `data` against `limits` and describes its video stream (see the module docstring)."""
+def probe_video(data: bytes, limits: DecodeLimits, *,
+                cancel: CancelToken | None = None) -> VideoProbe:
+    """Checks `data` against `limits` and describes its video stream (see the module docstring).
+    Setting `cancel` stops the packet count within a packet (Cancelled)."""
     if not data:
         raise DecodeError("video: empty payload, expected the bytes of a video file")
     limits.check_bytes(len(data))
     container = open_container(data, limits)
     try:
-        return _describe(container, limits)
+        return _describe(container, limits, cancel)
     finally:
         container.close()
 
 
-def _describe(container: av.container.InputContainer, limits: DecodeLimits) -> VideoProbe:
+def _describe(container: av.container.InputContainer, limits: DecodeLimits,
+              cancel: CancelToken | None) -> VideoProbe:
     format_name = container.format.name
     if not ACCEPTED_CONTAINERS.intersection(format_name.split(",")):
         raise DecodeError(f"video: not a decodable video container (detected {format_name!r}; "
@@ -101,7 +134,7 @@ def _describe(container: av.container.InputContainer, limits: DecodeLimits) -> V
     limits.check_frame_size(width, height)
     declared = max(stream.frames, 0)
     limits.check_frames(declared)
-    timestamps, keyframe_ts = _index_packets(container, stream, limits)
+    timestamps, keyframe_ts = _index_packets(container, stream, limits, cancel)
     if not timestamps:
         raise DecodeError("video: the video stream holds no frames")
     fps = float(stream.average_rate or stream.guessed_rate or 0)
@@ -118,12 +151,14 @@ def _describe(container: av.container.InputContainer, limits: DecodeLimits) -> V
 
 
 def _index_packets(container: av.container.InputContainer, stream: av.VideoStream,
-                   limits: DecodeLimits) -> tuple[list[int | None], list[int | None]]:
+                   limits: DecodeLimits, cancel: CancelToken | None,
+                   ) -> tuple[list[int | None], list[int | None]]:
     """Timestamps of all video packets and of the keyframe packets, in file order."""
     timestamps: list[int | None] = []
     keyframe_ts: list[int | None] = []
     try:
         for packet in container.demux(stream):
+            raise_if_cancelled(cancel)
             if not packet.size:  # the demuxer's end-of-stream marker
                 continue
             stamp = packet.pts if packet.pts is not None else packet.dts

@@ -29,7 +29,7 @@ else
 fi
 if [ -n "$WITH_TRAIN" ]; then
   "${PIP[@]}" -r "$HERE/train.txt" -c "$HERE/base.txt"
-  # ONNX export tools share Paddle Serving's protobuf 3.20 pin (see onnx.txt).
+  # ONNX export tools share base.txt's protobuf pin (see onnx.txt).
   "${PIP[@]}" -r "$HERE/onnx.txt" -c "$HERE/base.txt"
 fi
 "${PIP[@]}" --no-deps -r "$HERE/serving-nodeps.txt"
@@ -39,3 +39,6 @@ PURELIB="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 "${PIP[@]}" --no-deps --upgrade --target "$PURELIB" --python-version 3.9 --implementation cp \
   --only-binary=:all: paddle-serving-client==0.9.0
 find "$PURELIB/paddle_serving_client" -name 'serving_client*.so' -delete
+# Paddle Serving's shipped *_pb2 modules load only on protobuf 3.20; rewrite them for base.txt's
+# protobuf (see regen_serving_pb2.py).
+"$PY" "$HERE/regen_serving_pb2.py" "$PURELIB"

@@ -2,7 +2,7 @@
 with paddle2onnx, and keeps it only if ONNX Runtime reproduces Paddle Inference's output.
 
 The ONNX tools are optional (`pip install -r requirements/onnx.txt`, see that file for why its
-versions coexist with Paddle Serving's protobuf 3.20). The source is the exported program in
+versions coexist with base.txt's protobuf). The source is the exported program in
 `serving_server/`, so the ONNX model is exactly the network that is served, fused and all.
 
 Two paddle2onnx 2.1.0 behaviours are handled here:

@@ -15,7 +15,9 @@ from a broken server:
 
 51-53 are the sender's to fix; 54 and 55 are worth a retry. Messages are written for the person
 who sent the request: they name the offending field ("video: ...") and never carry a stack
-trace. `outcome_of` gives the short name metrics and request logs group answers by.
+trace. An internal error's message names only the stage and the request id
+(`internal_error_message`); its detail goes to the server log. `outcome_of` gives the short
+name metrics and request logs group answers by.
 """
 from __future__ import annotations
 
@@ -74,6 +76,14 @@ class InternalError(_CodedError):
     OUTCOME = "internal_error"
 
 
+def internal_error_message(stage: str | None, request_id: object) -> str:
+    """What a client learns of a failure inside the server: where it happened and the id to
+    report. The exception's text stays in the server log, under that id: it may name temp
+    files, paths or Paddle's C++ internals, none of which is the client's business."""
+    where = f" in the {stage} stage" if stage else ""
+    return f"internal error{where} (request {request_id}); reported in the server log"
+
+
 class DeadlineExceededError(_CodedError):
     """A stage ran past its configured timeout; its answer was abandoned."""
 
@@ -82,15 +92,20 @@ class DeadlineExceededError(_CodedError):
 
 
 OK_OUTCOME = "ok"
+# err_no (and HTTP status) of a request the service had no room for: stopping, no free pipeline
+# slot in time, or too many connections. Worth a retry, like 54 and 55.
+UNAVAILABLE_CODE = 503
+UNAVAILABLE_OUTCOME = "unavailable"
 # Any other non-zero err_no comes from Paddle Serving itself (3000 and above).
 FRAMEWORK_OUTCOME = "framework_error"
 _OUTCOMES = {error.CODE: error.OUTCOME for error in (
     InvalidInputError, DecodeError, LimitExceededError, InternalError, DeadlineExceededError)}
+_OUTCOMES[UNAVAILABLE_CODE] = UNAVAILABLE_OUTCOME
 
 
 def outcome_of(err_no: int) -> str:
-    """The outcome name of a response's err_no: 'ok', one of the table's outcomes, or
-    'framework_error'."""
+    """The outcome name of a response's err_no: 'ok', one of the table's outcomes,
+    'unavailable' or 'framework_error'."""
     if err_no == 0:
         return OK_OUTCOME
     return _OUTCOMES.get(err_no, FRAMEWORK_OUTCOME)

@@ -1,9 +1,10 @@
 """The service's Prometheus metrics: requests and latency by outcome, stage timings, load.
 
-Paddle Serving 0.9 has its own metrics endpoint (`dag.enable_prometheus` + `dag.prometheus_port`
-in the config: a Flask app serving `GET /metrics`) whose `pd_*` counters it derives from its
+Paddle Serving 0.9 has its own metrics registry whose `pd_*` counters it derives from its
 tracer. It only knows success or failure, so this module adds the numbers an operator alerts on,
-registered in the SAME registry, so that one scrape of that one endpoint returns both:
+registered in the SAME registry, so that one scrape of the one endpoint (`dag.enable_prometheus`
++ `dag.prometheus_port` in the config, served by serving.metrics_server, not by Paddle
+Serving's own Flask app) returns both:
 
 * `pptsm_requests_total{outcome, err_no}`: every answered request (outcomes: serving.errors);
 * `pptsm_request_duration_seconds{outcome}`: end-to-end time in the server, histogram;
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
@@ -73,3 +75,24 @@ def serving_registry() -> CollectorRegistry:
     from paddle_serving_server.pipeline.prometheus_metrics import registry
 
     return registry
+
+
+def fold_tracer_summary(tracer: Any) -> None:
+    """Adds the latest summary of Paddle Serving's PerformanceTracer to its `pd_*` counters and
+    consumes it, as Paddle Serving's own /metrics handler did on each scrape (its DAG's
+    `start_prom`), so the counters keep their meaning now that serving.metrics_server serves
+    them. The tracer fills the summary only when told to (`set_enable_dict(True)`)."""
+    from serving import compat  # noqa: F401
+    from paddle_serving_server.pipeline import prometheus_metrics as pd
+
+    summary, tracer.profile_dict = tracer.profile_dict, {}
+    dag = summary.get("DAG")
+    if not dag or "query_count" not in dag:
+        return
+    total = dag["query_count"]
+    pd.metric_query_success.inc(max(0.0, total * dag["succ"]))
+    pd.metric_query_failure.inc(max(0.0, total * (1 - dag["succ"])))
+    pd.metric_query_duration_us.inc(max(0.0, total * dag["avg"]))
+    ops = [costs for name, costs in summary.items() if name != "DAG" and "count" in costs]
+    pd.metric_inf_count.inc(sum(costs["count"] for costs in ops))
+    pd.metric_inf_duration_us.inc(sum(costs["count"] * costs.get("midp", 0.0) for costs in ops))

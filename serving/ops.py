@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,13 +36,14 @@ from serving import compat  # noqa: F401  (must precede the Paddle Serving impor
 from paddle_serving_server.pipeline import Op, RequestOp  # noqa: E402
 
 from serving.deadline import run_with_deadline  # noqa: E402
-from serving.errors import InternalError, ServiceError  # noqa: E402
+from serving.errors import InternalError, ServiceError, internal_error_message  # noqa: E402
 from serving.metadata import ModelMeta  # noqa: E402
 from serving.predictor import Predictor  # noqa: E402
 from serving.preprocess.decode import DecodeLimits, VideoSource, open_video  # noqa: E402
 from serving.protocol import (  # noqa: E402
     ClassifyRequest,
     PingRequest,
+    SERVING_PROFILE_KEY,
     RawFrames,
     Request,
     check_envelope,
@@ -70,6 +72,8 @@ class ClipJob:
     frames: np.ndarray | None = None  # sampled RGB uint8 frames
     views: np.ndarray | None = None  # float32 [views, T, 3, S, S], the network input
     timing_ms: dict[str, float] = field(default_factory=dict)
+    # Set by a stage's deadline: every decode and resize loop of this request then stops.
+    cancel: threading.Event = field(default_factory=threading.Event)
 
     @property
     def is_ping(self) -> bool:
@@ -91,21 +95,22 @@ def _timed(job: ClipJob, stage: str) -> Iterator[None]:
 def _answering_errors(preprocess_fn: Callable[..., dict]) -> Callable[..., PreprocessResult]:
     """Wraps a stage's work into Paddle Serving's preprocess contract, within the stage's
     timeout: a ServiceError becomes the client's err_no/err_msg; anything else is logged with
-    its traceback and reported as an internal error that names the op, never as a stack trace."""
+    its traceback and reported as an internal error that names the op and the request id, never
+    with the exception's text (serving.errors.internal_error_message)."""
 
     @functools.wraps(preprocess_fn)
     def wrapper(self: "_StageOp", input_dicts: dict, data_id: int = 0,
                 log_id: int = 0) -> PreprocessResult:
         try:
-            output = run_with_deadline(lambda: preprocess_fn(self, input_dicts),
-                                       self.stage_timeout_s, stage=self.name)
+            cancel = self.cancel_token(input_dicts)
+            output = run_with_deadline(lambda: preprocess_fn(self, input_dicts, cancel),
+                                       self.stage_timeout_s, stage=self.name, cancel=cancel)
             return output, False, None, ""
         except ServiceError as exc:
             return None, False, exc.code, exc.message
         except Exception as exc:  # noqa: BLE001 - the service must answer, whatever failed
             log.exception("op %s failed on request %s", self.name, log_id)
-            return (None, False, InternalError.CODE,
-                    f"internal error in the {self.name} stage: {type(exc).__name__}: {exc}")
+            return None, False, InternalError.CODE, internal_error_message(self.name, log_id)
 
     return wrapper
 
@@ -123,7 +128,7 @@ class KeyValueRequestOp(RequestOp):
     """Paddle Serving's request op behind protocol.check_envelope: mismatched key/value lists
     (the stock op answers "rpc package error: list index out of range"), repeated keys,
     `tensors` (which the stock op would unpickle) and oversized requests are answered with a
-    clear error before anything is unpacked."""
+    clear error before anything is unpacked; Paddle Serving's profile request is dropped."""
 
     def __init__(self, *, limits: DecodeLimits) -> None:
         super().__init__()
@@ -135,7 +140,13 @@ class KeyValueRequestOp(RequestOp):
                            limits=self._limits)
         except ServiceError as exc:
             return {}, request.logid, exc.code, exc.message
-        return super().unpack_request_package(request)
+        fields, log_id, err_no, err_msg = super().unpack_request_package(request)
+        # Paddle Serving answers a request carrying `pipeline.profile: 1` with the profile of
+        # its DAG: other clients' timings and the process id. The key is accepted (Paddle
+        # Serving's PipelineClient(profile=True) sends it) and dropped here, so the DAG never
+        # sees it and nothing is returned.
+        fields.pop(SERVING_PROFILE_KEY, None)
+        return fields, log_id, err_no, err_msg
 
 
 class _StageOp(Op):
@@ -147,6 +158,10 @@ class _StageOp(Op):
         super().init_from_dict(conf)
         timeout_ms = conf.get("timeout", -1)
         self.stage_timeout_s = timeout_ms / 1000.0 if timeout_ms > 0 else None
+
+    def cancel_token(self, input_dicts: dict) -> threading.Event:
+        """The request's cancel token, which this stage's deadline sets (ClipJob.cancel)."""
+        return _job(input_dicts).cancel
 
 
 class DecodeOp(_StageOp):
@@ -160,30 +175,36 @@ class DecodeOp(_StageOp):
         self._backend = backend
         self._temp_dir = temp_dir
 
+    def cancel_token(self, input_dicts: dict) -> threading.Event:
+        """The first stage makes the request's token; the job carries it on."""
+        return threading.Event()
+
     @_answering_errors
-    def preprocess(self, input_dicts: dict) -> dict:
+    def preprocess(self, input_dicts: dict, cancel: threading.Event) -> dict:
         started = time.perf_counter()
         request = parse_request(_single_input(input_dicts), num_classes=self._meta.num_classes,
                                 default_mode=self._meta.preprocess.sampling, limits=self._limits)
-        job = ClipJob(request)
+        job = ClipJob(request, cancel=cancel)
         if isinstance(request, ClassifyRequest):
-            job.source = (RawFrames(request.frames) if request.frames is not None else
+            job.source = (RawFrames(request.frames, self._limits, cancel)
+                          if request.frames is not None else
                           open_video(request.video, limits=self._limits, backend=self._backend,
-                                     temp_dir=self._temp_dir))
+                                     temp_dir=self._temp_dir, cancel=cancel))
         job.timing_ms["decode"] = (time.perf_counter() - started) * 1000.0
         return {JOB_KEY: job}
 
 
 class SampleOp(_StageOp):
-    """Chooses the frame indices for the request's mode and decodes only those frames."""
+    """Chooses the frame indices for the request's mode and decodes only those frames, each
+    distinct frame once, scaled to the model's size as soon as it is decoded."""
 
     def __init__(self, input_op: Op, *, meta: ModelMeta) -> None:
         super().__init__(name="sample", input_ops=[input_op])
         self._spec = meta.preprocess
 
     @_answering_errors
-    def preprocess(self, input_dicts: dict) -> dict:
-        job = _job(input_dicts)
+    def preprocess(self, input_dicts: dict, cancel: threading.Event) -> dict:
+        job = _job(input_dicts)  # its source checks `cancel` per frame
         if not job.is_ping:
             mode = job.classify.mode
             with _timed(job, "sample"), job.source:
@@ -193,14 +214,15 @@ class SampleOp(_StageOp):
 
 
 class NormalizeOp(_StageOp):
-    """Resize, crop(s) and normalise, as the model's metadata says; frames become views."""
+    """Crop(s) and normalise the scaled frames, as the model's metadata says; frames become
+    views."""
 
     def __init__(self, input_op: Op, *, meta: ModelMeta) -> None:
         super().__init__(name="normalize", input_ops=[input_op])
         self._spec = meta.preprocess
 
     @_answering_errors
-    def preprocess(self, input_dicts: dict) -> dict:
+    def preprocess(self, input_dicts: dict, cancel: threading.Event) -> dict:
         job = _job(input_dicts)
         if not job.is_ping:
             with _timed(job, "normalize"):
@@ -243,7 +265,7 @@ class PPTSMOp(Op):
             logits = self.client.predict(feed[self._predictor.input_name])
         except Exception as exc:  # noqa: BLE001 - reported to every request of the batch
             log.exception("inference failed (batch led by request %s)", typical_logid)
-            return None, InternalError.CODE, f"inference failed: {type(exc).__name__}: {exc}"
+            return None, InternalError.CODE, internal_error_message(self.name, typical_logid)
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         # One copy per row, so that the framework's per-request slicing hands every request the
         # time of the batch it ran in.

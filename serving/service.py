@@ -11,9 +11,10 @@ Serves `POST /pptsm/prediction` (HTTP, serving.http_frontend) and the gRPC
 parameter comes from `<model-dir>/model_meta.json`; the config holds only how to serve (ports,
 concurrency, batching, timeouts, predictor settings, request limits, metrics, logs). Problems
 found at start-up (a missing file, a bad config value) end the program with one `error:` line
-that names them, before any port is opened. Paddle Serving writes its logs to
-./PipelineServingLogs, or under $SERVING_LOG_PATH when set; the one-line-per-request JSON log
-goes to `request_log.path` (default: stderr). SIGTERM or SIGINT stop the service gracefully
+that names them, before any port is opened. Paddle Serving's warnings and errors go to stderr,
+its INFO lines to small rotating files in ./PipelineServingLogs, or under $SERVING_LOG_PATH when
+set (serving.serving_logs, config `serving_log`); the one-line-per-request JSON log goes to
+`request_log.path` (default: stderr). SIGTERM or SIGINT stop the service gracefully
 (serving.server): requests in flight are answered first, then the program exits with status 0.
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ from serving import compat  # noqa: F401  (must precede the Paddle Serving impor
 from paddle_serving_server.web_service import WebService  # noqa: E402
 
 from serving import env_overrides  # noqa: E402
-from serving.http_frontend import max_body_bytes  # noqa: E402
+from serving.http_frontend import HttpSettings  # noqa: E402
 from serving.metadata import MetadataError, ModelMeta, load_meta  # noqa: E402
 from serving.metrics import ServiceMetrics, serving_registry  # noqa: E402
 from serving.observer import RequestObserver  # noqa: E402
@@ -41,13 +42,17 @@ from serving.predictor import Predictor, PredictorError, PredictorSettings  # no
 from serving.preprocess.decode import DecodeLimits, backend_order  # noqa: E402
 from serving.protocol import max_request_bytes  # noqa: E402
 from serving.request_log import configure_request_log  # noqa: E402
-from serving.server import serve  # noqa: E402
+from serving.server import exit_now, serve  # noqa: E402
+from serving.serving_logs import ServingLogSettings, route_serving_logs  # noqa: E402
 
 SERVICE_NAME = "pptsm"  # REST path: POST /pptsm/prediction
 MODEL_OP = "pptsm"
 # Paddle Serving 0.9's gRPC server accepts messages up to 256 MiB; an upload travels as base64.
 GRPC_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 DEFAULT_SHUTDOWN_GRACE_S = 30.0
+DEFAULT_RPC_HOST = "[::]"  # every interface, IPv4 and IPv6, as Paddle Serving binds
+# REST and metrics listen on every IPv4 interface by default, as a container needs.
+DEFAULT_HTTP_HOST = DEFAULT_METRICS_HOST = "0.0.0.0"
 
 
 class ConfigError(ValueError):
@@ -65,6 +70,12 @@ class ServiceConfig:
     predictor: PredictorSettings
     shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
     request_log_path: Path | None = None  # None: stderr
+    rpc_host: str = DEFAULT_RPC_HOST
+    http_host: str = DEFAULT_HTTP_HOST
+    metrics_host: str = DEFAULT_METRICS_HOST
+    http: HttpSettings = HttpSettings()
+    serving_log: ServingLogSettings = ServingLogSettings()
+    warnings: tuple[str, ...] = ()  # printed at start-up
 
 
 def _section(conf: dict[str, Any], key: str) -> dict[str, Any]:
@@ -124,6 +135,64 @@ def _shutdown_grace(conf: dict[str, Any]) -> float:
     return float(value)
 
 
+def _short_grace_warning(conf: dict[str, Any], grace_s: float) -> tuple[str, ...]:
+    """A warning when a stage may run longer than the grace period. A warning, not a refusal:
+    the grace must stay under the orchestrator's kill timeout (Docker's 10 s by default) while
+    a stage timeout bounds a worst-case upload (a 4K clip on a busy CPU), and making either fit
+    the other is the operator's trade-off. At the end of the grace the process exits anyway
+    (serving.server.exit_now): a request still running then loses its connection."""
+    timeouts = {name: op["timeout"] for name, op in _section(conf, "op").items()
+                if isinstance(op, dict) and isinstance(op.get("timeout"), (int, float))}
+    longest = max(timeouts, key=lambda name: timeouts[name], default=None)
+    if longest is None or timeouts[longest] / 1000.0 <= grace_s:
+        return ()
+    return (f"shutdown_grace_s ({grace_s:g} s) is shorter than op.{longest}.timeout "
+            f"({timeouts[longest] / 1000.0:g} s): a request still in that stage when the grace "
+            "ends is dropped at shutdown",)
+
+
+def _rpc_host(conf: dict[str, Any]) -> str:
+    value = conf.get("rpc_host", DEFAULT_RPC_HOST)
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise ConfigError(f"rpc_host: an address to listen on such as 0.0.0.0, [::] or "
+                          f"127.0.0.1, got {value!r}")
+    return value
+
+
+def _bind_host(conf: dict[str, Any], key: str, default: str) -> str:
+    """An IPv4 address or host name to listen on (http.server binds IPv4 sockets)."""
+    value = conf.get(key, default)
+    if not isinstance(value, str) or not value or any(c.isspace() or c in "[]" for c in value):
+        raise ConfigError(f"{key}: an IPv4 address or host name to listen on such as 0.0.0.0 "
+                          f"or 127.0.0.1, got {value!r}")
+    return value
+
+
+def _http_settings(conf: dict[str, Any]) -> HttpSettings:
+    raw = _section(conf, "http")
+    known = {f.name for f in fields(HttpSettings)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"http.{unknown[0]}: unknown key; known: {', '.join(sorted(known))}")
+    try:
+        return HttpSettings(**raw)
+    except ValueError as exc:
+        raise ConfigError(f"http.{exc}") from None
+
+
+def _serving_log(conf: dict[str, Any]) -> ServingLogSettings:
+    raw = _section(conf, "serving_log")
+    known = {f.name for f in fields(ServingLogSettings)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"serving_log.{unknown[0]}: unknown key; "
+                          f"known: {', '.join(sorted(known))}")
+    try:
+        return ServingLogSettings(**raw)
+    except ValueError as exc:
+        raise ConfigError(f"serving_log.{exc}") from None
+
+
 def _request_log_path(conf: dict[str, Any]) -> Path | None:
     path = _section(conf, "request_log").get("path") or None
     if path is not None and not Path(path).parent.is_dir():
@@ -175,10 +244,16 @@ def load_service_config(path: Path, *, http_port: int | None, rpc_port: int | No
     temp_dir = Path(decode["temp_dir"]) if decode.get("temp_dir") else None
     if temp_dir is not None and not temp_dir.is_dir():
         raise ConfigError(f"decode.temp_dir: {temp_dir} is not a directory")
+    grace_s = _shutdown_grace(conf)
     return ServiceConfig(serving=conf, limits=_limits(conf), decode_backend=backend,
                          decode_temp_dir=temp_dir, predictor=settings,
-                         shutdown_grace_s=_shutdown_grace(conf),
-                         request_log_path=_request_log_path(conf))
+                         shutdown_grace_s=grace_s,
+                         request_log_path=_request_log_path(conf),
+                         rpc_host=_rpc_host(conf), serving_log=_serving_log(conf),
+                         http_host=_bind_host(conf, "http_host", DEFAULT_HTTP_HOST),
+                         metrics_host=_bind_host(conf, "metrics_host", DEFAULT_METRICS_HOST),
+                         http=_http_settings(conf),
+                         warnings=_short_grace_warning(conf, grace_s))
 
 
 class PPTSMService(WebService):
@@ -206,7 +281,10 @@ class PPTSMService(WebService):
         observer = RequestObserver(ServiceMetrics.create(serving_registry()),
                                    configure_request_log(self._config.request_log_path))
         serve(self._server, observer, shutdown_grace_s=self._config.shutdown_grace_s,
-              max_body_bytes=max_body_bytes(max_request_bytes(self._config.limits)))
+              limits=self._config.limits,
+              max_request_chars=max_request_bytes(self._config.limits),
+              rpc_host=self._config.rpc_host, http_settings=self._config.http,
+              http_host=self._config.http_host, metrics_host=self._config.metrics_host)
 
 
 def _metrics_note(conf: dict[str, Any]) -> str:
@@ -241,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, MetadataError, PredictorError, env_overrides.EnvOverrideError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    route_serving_logs(config.serving_log)
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     from_env = env_overrides.describe(os.environ)
     if from_env:
         print(f"settings from the environment: {from_env}", flush=True)
@@ -250,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     service = PPTSMService(meta, config, predictor)
     service.prepare_pipeline_config(yml_dict=config.serving)
     service.serve_until_stopped()
+    exit_now(0)  # not a normal exit: it would wait for decodes abandoned at their timeout
     return 0
 
 

@@ -12,6 +12,7 @@ import base64
 import http.server
 import io
 import json
+import re
 import socket
 import struct
 import threading
@@ -25,7 +26,10 @@ import pytest
 import requests
 
 from serving import compat  # noqa: F401  (must precede the Paddle Serving import)
+import grpc  # noqa: E402
 from paddle_serving_server.pipeline.proto import pipeline_service_pb2  # noqa: E402
+
+from serving.server import SERVICE_FULL_NAME  # noqa: E402
 
 from tests.service_client import (  # noqa: E402
     TestService,
@@ -49,6 +53,11 @@ MAX_BYTES = 1024 * 1024
 LIMITS = {"max_bytes": MAX_BYTES, "max_pixels_per_frame": 640 * 480, "max_frames": 600,
           "max_duration_s": 60}
 PADDING_BYTES = 100 * 1000 * 1000
+# The client side accepts anything: the limits under test are the service's.
+GRPC_CLIENT_OPTIONS = [("grpc.max_send_message_length", 256 * 1024 * 1024),
+                       ("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+# Resident memory a refused flood may add to the service (parsed, it would add ~240 MB).
+FLOOD_RSS_BOUND_KIB = 40 * 1024
 # The largest request: the base64 of a MAX_BYTES upload (4 * ceil(MAX_BYTES / 3)) + 64 KiB.
 MAX_REQUEST_CHARS = 1463640
 
@@ -99,7 +108,8 @@ def corpus(tmp_path_factory) -> dict[str, bytes]:
         "200 s long": video("long.mp4", codec="mpeg4", num_frames=20, fps=Fraction(1, 10)),
         "700 frames": video("many.mp4", codec="mpeg4", num_frames=700, width=16, height=16),
         "audio only": encode_audio_only(folder / "audio.mp4").read_bytes(),
-        "1.2 MB upload": np.random.RandomState(2).bytes(1_200_000),
+        # Over the request limit in base64, within the HTTP body limit (its 64 KiB for the JSON).
+        "1.12 MB upload": np.random.RandomState(2).bytes(1_120_000),
         "1.03 MiB upload": np.random.RandomState(3).bytes(MAX_BYTES + 30_000),
     }
 
@@ -159,8 +169,7 @@ CASES = [
     Case("empty video", _fixed(["video"], [""]), 51, "video: empty value"),
     Case("random bytes", _video("random bytes"), 52, NOT_A_CONTAINER, over_grpc=True),
     Case("text file", _video("text file"), 52, NOT_A_CONTAINER),
-    Case("JPEG image", _video("JPEG image"), 52,
-         "video: not a decodable video container (detected 'jpeg_pipe'"),
+    Case("JPEG image", _video("JPEG image"), 52, NOT_A_CONTAINER),
     Case("truncated 10%", _video("truncated 10%"), 52, NOT_A_CONTAINER, over_grpc=True),
     Case("truncated 50%", _video("truncated 50%"), 52, NOT_A_CONTAINER),
     Case("truncated 90%", _video("truncated 90%"), 52, NO_VIDEO_STREAM),
@@ -179,8 +188,9 @@ CASES = [
          "video: 700 frames exceeds the limit of 600 (max_frames)"),
     Case("1.03 MiB upload", _video("1.03 MiB upload"), 53,
          f"video: {MAX_BYTES + 30_000} bytes exceeds the limit of {MAX_BYTES} (max_bytes)"),
-    Case("1.2 MB upload", _video("1.2 MB upload"), 53, "request: 1600000 characters of values "
-         f"exceed the limit of {MAX_REQUEST_CHARS}", over_grpc=True),
+    # Over gRPC a message this far past the limit is refused by gRPC itself (see below).
+    Case("1.12 MB upload", _video("1.12 MB upload"), 53, "request: 1493336 characters of values "
+         f"exceed the limit of {MAX_REQUEST_CHARS}"),
     # Odd but valid videos: answered with a classification.
     Case("truncated AVI 50%", _video("truncated AVI 50%"), 0),
     Case("corrupted middle", _video("corrupted middle"), 0),
@@ -329,18 +339,111 @@ def test_playlists_and_file_lists_fetch_nothing(service, corpus, url_trap, tmp_p
 
 
 def test_100_mb_of_padding_is_refused_before_parsing(service, corpus) -> None:
-    """Over HTTP the body is refused unread (413); over gRPC, where the message has arrived,
-    the envelope check refuses it before any value is parsed."""
+    """Over HTTP the body is refused unread (413); over gRPC the message is past
+    max_receive_message_length, which is tied to the request limits: gRPC refuses it unread."""
     keys, values = ["video", "padding"], [b64(corpus["good"]), "x" * PADDING_BYTES]
     response = requests.post(service.url, json={"key": keys, "value": values}, timeout=60)
     assert response.status_code == 413
     answer = response.json()
     assert answer["err_no"] == 53 and "bytes exceed the limit of" in answer["err_msg"]
-    reply = grpc_call(service, keys, values)
-    assert reply.err_no == 53
-    assert reply.err_msg.startswith(f"request: {PADDING_BYTES + len(values[0])} characters of "
-                                    f"values exceed the limit of {MAX_REQUEST_CHARS}")
+    with pytest.raises(grpc.RpcError) as info:
+        grpc_call(service, keys, values)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     _assert_still_serving(service, corpus)
+    _assert_grpc_still_serving(service, corpus)
+
+
+def test_grpc_message_just_over_the_values_limit_gets_a_clean_answer(service, corpus) -> None:
+    """Between the values' limit and max_receive_message_length (the limit plus the envelope's
+    allowance) the envelope check answers, as over HTTP."""
+    values = ["x" * (MAX_REQUEST_CHARS + 1)]
+    reply = grpc_call(service, ["video"], values)
+    assert reply.err_no == 53
+    assert reply.err_msg.startswith(f"request: {MAX_REQUEST_CHARS + 1} characters of values "
+                                    f"exceed the limit of {MAX_REQUEST_CHARS}")
+    _assert_grpc_still_serving(service, corpus)
+
+
+def _grpc_raw(service: TestService, data: bytes) -> pipeline_service_pb2.Response:
+    """Sends `data` as the serialized Request, byte for byte (for messages that protobuf would
+    not build, or would build slowly)."""
+    with grpc.insecure_channel(f"127.0.0.1:{service.rpc_port}", options=GRPC_CLIENT_OPTIONS) \
+            as channel:
+        call = channel.unary_unary(f"/{SERVICE_FULL_NAME}/inference",
+                                   request_serializer=lambda raw: raw,
+                                   response_deserializer=pipeline_service_pb2.Response.FromString)
+        return call(data, timeout=120)
+
+
+def _rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+
+
+def _assert_grpc_still_serving(service: TestService, corpus: dict[str, bytes]) -> None:
+    reply = grpc_call(service, ["video"], [b64(corpus["good"])])
+    assert reply.err_no == 0, reply.err_msg
+    assert dict(zip(reply.key, reply.value))["label"] in TINY_LABELS
+
+
+def test_grpc_tensors_flood_is_refused_unparsed(service, corpus) -> None:
+    """700,000 empty `tensors` entries (1.4 MB, within the message limit) would be 700,000
+    protobuf objects (about 350 bytes each) if parsed: the deserializer refuses the message at
+    its first entry, and the service's memory does not grow with it."""
+    flood = b"\x1a\x00" * 700_000
+    before = _rss_kib(service.process.pid)
+    for _ in range(3):
+        reply = _grpc_raw(service, flood)
+        assert reply.err_no == 51 and reply.err_msg.startswith(
+            "tensors: this service does not accept Paddle Serving tensors")
+        assert dict(zip(reply.key, reply.value))["request_id"].isdigit()
+    assert _rss_kib(service.process.pid) - before < FLOOD_RSS_BOUND_KIB
+    # 10^6 entries (2 MB) are past max_receive_message_length: refused by gRPC, unread.
+    with pytest.raises(grpc.RpcError) as info:
+        _grpc_raw(service, b"\x1a\x00" * 1_000_000)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    _assert_grpc_still_serving(service, corpus)
+
+
+def test_grpc_key_flood_is_refused_unparsed(service, corpus) -> None:
+    reply = _grpc_raw(service, b"\x0a\x00" * 700_000)
+    assert (reply.err_no, reply.err_msg) == (51, "key: more than 16 entries; the protocol has "
+                                                 "at most 7 keys")
+    _assert_grpc_still_serving(service, corpus)
+
+
+def test_grpc_long_names_are_refused_and_never_logged(service, corpus) -> None:
+    """Paddle Serving's servicer logs `name` in full, twice per request. A 100 MB name is past
+    the message limit (gRPC refuses it); a 1 MB one is refused by the deserializer; neither
+    reaches a log."""
+    with pytest.raises(grpc.RpcError) as info:
+        huge = pipeline_service_pb2.Request(name="N" * 100_000_000, key=["ping"], value=[""])
+        _grpc_raw(service, huge.SerializeToString())
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    reply = _grpc_raw(service, pipeline_service_pb2.Request(name="N" * 1_000_000, key=["ping"],
+                                                            value=[""]).SerializeToString())
+    assert (reply.err_no, reply.err_msg) == (51, "name: 1000000 bytes exceed the limit of 128; "
+                                                 "send the service's name or leave it empty")
+    other = pipeline_service_pb2.Request(name="other-service", key=["ping"], value=[""])
+    reply = _grpc_raw(service, other.SerializeToString())
+    assert reply.err_no == 51 and reply.err_msg.startswith("name: this service is 'pptsm'")
+    _assert_grpc_still_serving(service, corpus)
+    logs = [service.log_path, service.request_log,
+            *(service.work / "PipelineServingLogs").glob("pipeline.*")]
+    assert all("N" * 200 not in path.read_text(errors="replace") for path in logs)
+
+
+def test_profile_requests_return_nothing_on_both_transports(service, corpus) -> None:
+    """Paddle Serving's `pipeline.profile` key would return the DAG's profile (other clients'
+    timings, the process id); the service accepts the key and returns nothing for it."""
+    keys, values = ["video", "pipeline.profile"], [b64(corpus["good"]), "1"]
+    answer = fields(post(service, keys, values))
+    reply = grpc_call(service, keys, values)
+    assert reply.err_no == 0, reply.err_msg
+    for returned in (answer, dict(zip(reply.key, reply.value))):
+        assert "pipeline.profile" not in returned and returned["label"] in TINY_LABELS
+        assert not any("#DAG" in value or "call_" in value for value in returned.values())
+    _assert_grpc_still_serving(service, corpus)
 
 
 def test_small_padding_is_an_unknown_key(service, corpus) -> None:
@@ -459,3 +562,53 @@ def test_a_client_that_hangs_up_midway_costs_only_its_connection(service, corpus
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     _assert_still_serving(service, corpus)
     assert "Traceback" not in service.log_tail(200)
+
+
+def test_paddle_servings_routine_lines_stay_off_stderr(service) -> None:
+    """After the whole corpus: Paddle Serving's per-request lines are in its rotating
+    pipeline.log, not on stderr (the service log), which keeps warnings and errors."""
+    pipeline_log = service.work / "PipelineServingLogs" / "pipeline.log"
+    assert "skip process stage" in pipeline_log.read_text()
+    stderr = service.log_path.read_text(errors="replace")
+    assert "skip process stage" not in stderr and "return product error" not in stderr
+
+
+def _opencv_decoding(config: dict) -> None:
+    _small_limits(config)
+    config["decode"]["backend"] = "opencv"  # writes each upload to decode.temp_dir
+
+
+@pytest.fixture(scope="module")
+def opencv_service(tmp_path_factory, calibrate_bn):
+    model_dir = tiny_model_dir(tmp_path_factory, calibrate_bn)
+    with TestService(model_dir, tmp_path_factory.mktemp("internal_errors"),
+                     _opencv_decoding) as process:
+        yield process
+
+
+INTERNAL_ERROR = re.compile(r"internal error in the (\w+) stage \(request (\d+)\); reported in "
+                            r"the server log")
+
+
+def test_an_internal_error_tells_the_client_the_stage_and_request_id_only(opencv_service,
+                                                                         corpus) -> None:
+    """The decode temp folder disappears under the running service: OpenCV's decoder cannot
+    write the upload, a real failure inside the server. The client learns the stage and its
+    request id; the exception (with the temp file's path) goes to the server log under that id."""
+    service = opencv_service
+    temp_dir = service.decode_temp_dir
+    temp_dir.rmdir()
+    try:
+        answer = post(service, ["video"], [b64(corpus["good"])], logid=515151)
+        reply = grpc_call(service, ["video"], [b64(corpus["good"])], logid=525252)
+    finally:
+        temp_dir.mkdir()
+    for err_no, err_msg, request_id in ((answer["err_no"], answer["err_msg"], "515151"),
+                                        (reply.err_no, reply.err_msg, "525252")):
+        match = INTERNAL_ERROR.fullmatch(err_msg)
+        assert err_no == 54 and match is not None, err_msg
+        assert match.group(2) == request_id
+        assert str(temp_dir) not in err_msg and "Errno" not in err_msg
+    log = service.log_tail(400)
+    assert "515151" in log and "525252" in log and str(temp_dir) in log
+    assert fields(post(service, ["video"], [b64(corpus["good"])]))["label"] in TINY_LABELS

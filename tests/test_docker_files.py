@@ -294,6 +294,20 @@ def test_kubernetes_deployment_matches_the_image_and_config() -> None:
     assert service_ports == served_ports(config("cpu"))
 
 
+def test_kubernetes_pod_is_hardened_and_drains_before_it_stops() -> None:
+    pod = k8s_documents()["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    empty_dirs = [volume for volume in pod["volumes"] if "emptyDir" in volume]
+    assert empty_dirs and all(volume["emptyDir"].get("sizeLimit") for volume in empty_dirs)
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep" and int(command[1]) >= 2
+    # SIGTERM comes after preStop; the grace period covers both, then the service's own grace.
+    pause_s = int(command[1])
+    assert pod["terminationGracePeriodSeconds"] > pause_s + config("cpu")["shutdown_grace_s"]
+
+
 # ---- serving.env_overrides ------------------------------------------------------------------
 
 def test_overrides_reach_the_keys_the_service_reads() -> None:

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -29,6 +33,7 @@ from serving.observer import RequestObserver  # noqa: E402
 from serving.ops import ClipJob, NormalizeOp  # noqa: E402
 from serving.protocol import ClassifyRequest  # noqa: E402
 from serving.request_log import RequestRecord, RequestSummary, configure_request_log  # noqa: E402
+from serving import serving_logs  # noqa: E402
 
 
 def test_work_within_the_deadline_returns_its_value_and_its_errors() -> None:
@@ -161,8 +166,8 @@ def test_an_op_that_raises_answers_an_internal_error_naming_the_stage() -> None:
     job = ClipJob(ClassifyRequest(topk=1, mode="uniform", video=b"v"))
     data, skip, err_no, err_msg = op.preprocess({"decode": {"job": job}}, data_id=1, log_id=7)
     assert (data, skip, err_no) == (None, False, InternalError.CODE)
-    assert err_msg.startswith("internal error in the normalize stage: ")
-    assert "Traceback" not in err_msg
+    assert err_msg == ("internal error in the normalize stage (request 7); reported in the "
+                       "server log")
 
 
 def _meta_with(spec: PreprocessSpec) -> ModelMeta:
@@ -172,3 +177,55 @@ def _meta_with(spec: PreprocessSpec) -> ModelMeta:
                                              params_file="m.pdiparams", input_name="x",
                                              input_shape=(-1, 8, 3, 56, 56), output_name="y",
                                              output_shape=(-1, 2)))
+
+
+def test_exit_now_does_not_wait_for_abandoned_work_and_flushes_logs(tmp_path) -> None:
+    """After the grace period the service ends with exit_now: a decode abandoned at its timeout
+    may still run in a non-daemon pool thread, which a normal exit would wait for."""
+    script = ("import logging, sys, threading, time\n"
+              "from serving.server import exit_now\n"
+              "threading.Thread(target=time.sleep, args=(60,)).start()  # non-daemon\n"
+              "logger = logging.getLogger('t')\n"
+              "logger.addHandler(logging.StreamHandler(sys.stderr))\n"
+              "logger.warning('last words')\n"
+              "print('stopped')\n"
+              "exit_now(0)\n")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[1],
+                          env={**os.environ, "SERVING_LOG_PATH": str(tmp_path)})
+    assert time.monotonic() - started < 30
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("stopped") and "last words" in done.stderr
+
+
+@pytest.fixture()
+def root_handlers_restored():
+    """route_serving_logs replaces the root logger's handlers: put the test runner's back."""
+    root, tracer = logging.getLogger(), logging.getLogger(serving_logs.TRACER_LOGGER)
+    saved = (list(root.handlers), list(tracer.handlers))
+    yield
+    for logger, handlers in ((root, saved[0]), (tracer, saved[1])):
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+        for handler in handlers:
+            logger.addHandler(handler)
+
+
+def test_paddle_servings_logs_rotate_within_their_bound_and_errors_reach_stderr(
+        tmp_path, monkeypatch, capsys, root_handlers_restored) -> None:
+    monkeypatch.setattr(serving_logs.serving_logger, "log_dir", str(tmp_path))
+    serving_logs.route_serving_logs(serving_logs.ServingLogSettings(max_bytes=4096, backups=1))
+    dag_log = logging.getLogger("paddle_serving_server.pipeline.dag")
+    for index in range(500):
+        dag_log.info("(data_id=%d) Succ predict", index)
+        logging.getLogger("paddle_serving_server.pipeline.operator").warning(
+            "(data_id=%d) OP=decode skip process stage. with_serving=False", index)
+    dag_log.error("(logid=7) Failed to pack RPC response package")
+    files = sorted(path.name for path in tmp_path.iterdir())
+    assert files == ["pipeline.log", "pipeline.log.1", "pipeline.tracer"]
+    assert all((tmp_path / name).stat().st_size <= 4096 + 200 for name in files)
+    stderr = capsys.readouterr().err
+    assert "Failed to pack RPC response package" in stderr
+    assert "skip process stage" not in stderr and "Succ predict" not in stderr

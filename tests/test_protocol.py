@@ -8,10 +8,20 @@ import re
 import numpy as np
 import pytest
 
-from serving.errors import InvalidInputError, LimitExceededError
-from serving.metadata import InferenceSpec, ModelMeta, PreprocessSpec
-from serving.preprocess.decode_limits import DecodeLimits
-from serving.protocol import (
+from serving import compat  # noqa: F401  (must precede the Paddle Serving import)
+from paddle_serving_server.pipeline.proto import pipeline_service_pb2  # noqa: E402
+
+from serving.errors import InvalidInputError, LimitExceededError  # noqa: E402
+from serving.grpc_guard import (  # noqa: E402
+    MAX_ENTRIES,
+    MAX_NAME_BYTES,
+    RefusedRequest,
+    deserialize_request,
+    scan,
+)
+from serving.metadata import InferenceSpec, ModelMeta, PreprocessSpec  # noqa: E402
+from serving.preprocess.decode_limits import DecodeLimits  # noqa: E402
+from serving.protocol import (  # noqa: E402
     OPTIONS_ALLOWANCE_BYTES,
     ClassifyRequest,
     PingRequest,
@@ -221,3 +231,52 @@ def test_client_text_in_messages_is_cut_short() -> None:
 def test_response_carries_paddlevideo_prob() -> None:
     response = classification_response(_meta(), [(1, 0.25)], {})
     assert response["prob"] == "[0.250000]"
+
+
+# ---- the gRPC request deserializer (serving.grpc_guard): what it refuses unparsed -----------
+
+
+def _wire(**fields) -> bytes:
+    return pipeline_service_pb2.Request(**fields).SerializeToString()
+
+
+def test_an_honest_grpc_request_is_parsed_whole() -> None:
+    data = _wire(key=["video", "topk"], value=["AAAA", "3"], name="pptsm", logid=7)
+    request = deserialize_request(data)
+    assert isinstance(request, pipeline_service_pb2.Request)
+    assert (list(request.key), list(request.value), request.logid) == (["video", "topk"],
+                                                                       ["AAAA", "3"], 7)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"tensors": [pipeline_service_pb2.Tensor()] * 3}, "tensors: this service does not accept"),
+    ({"key": [""] * (MAX_ENTRIES + 1)}, f"key: more than {MAX_ENTRIES} entries"),
+    ({"value": [""] * (MAX_ENTRIES + 1)}, f"value: more than {MAX_ENTRIES} entries"),
+    ({"name": "n" * (MAX_NAME_BYTES + 1)}, f"name: {MAX_NAME_BYTES + 1} bytes exceed the limit"),
+])
+def test_grpc_requests_the_service_cannot_mean_are_refused_unparsed(fields, message) -> None:
+    refused = deserialize_request(_wire(**fields))
+    assert isinstance(refused, RefusedRequest)
+    assert refused.error.code == 51
+    assert refused.error.message.startswith(message)
+
+
+def test_a_million_tensors_cost_one_look() -> None:
+    """10^6 empty `tensors` entries: 2 MB on the wire, refused at the first entry."""
+    data = b"\x1a\x00" * 1_000_000
+    problem = scan(data)
+    assert problem is not None and problem.message.startswith("tensors:")
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"\x0a\x05ab", "request: not a valid protobuf Request message"),  # length past the end
+    (b"\x0b", "request: not a valid protobuf Request message"),  # a group (wire type 3)
+    (b"\xff" * 11, "request: not a valid protobuf Request message"),  # endless varint
+    (b"\x48\x01", "request: field number 9 is not part of the PipelineService Request"),
+    (b"\x0a\x02\xff\xfe", "request: not a valid protobuf Request message"),  # key not UTF-8
+    (b"\x30\x01" * 100, "request: more than 48 fields"),  # a scalar repeated
+])
+def test_malformed_grpc_messages_are_invalid_input(data: bytes, message: str) -> None:
+    refused = deserialize_request(data)
+    assert isinstance(refused, RefusedRequest)
+    assert refused.error.code == 51 and refused.error.message.startswith(message)

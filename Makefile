@@ -39,7 +39,8 @@ help:
 	@echo "make docker-cpu | docker-gpu | docker-lint | docker-test   (Docker deployment)"
 
 install: $(STAMP)
-$(STAMP): requirements/base.txt requirements/train.txt requirements/onnx.txt requirements/serving-nodeps.txt requirements/install.sh
+$(STAMP): requirements/base.txt requirements/train.txt requirements/onnx.txt requirements/serving-nodeps.txt \
+  requirements/install.sh requirements/regen_serving_pb2.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	bash requirements/install.sh $(PY) train
 	@touch $@
@@ -101,10 +102,16 @@ demo: data
 	  --labels $(DATA)/label_list.txt
 
 # 1000 requests at concurrency 16, valid and invalid videos mixed, against model_repo/$(MODEL).
+# ARGS=--hostile: 16 honest clients alone, then beside 4 hostile ones (tests/bench/hostile_load.py):
+# honest p50 both ways and their ratio; fails if an honest answer is wrong or lost.
 LOAD_DIR ?= output/loadtest-mix
 loadtest: data
 	rm -rf $(LOAD_DIR) && mkdir -p $(LOAD_DIR)
 	cp $$(ls $(DATA)/videos/test/*/* | head -16) $(LOAD_DIR)/
+ifneq ($(filter --hostile,$(ARGS)),)
+	$(PY) -m tests.bench.hostile_load --model-dir model_repo/$(MODEL) --videos $(LOAD_DIR) \
+	  $(filter-out --hostile,$(ARGS))
+else
 	head -c 5000 /dev/urandom > $(LOAD_DIR)/random.mp4
 	head -c 40000 $$(ls $(DATA)/videos/test/*/*.mp4 | head -1) > $(LOAD_DIR)/cut.mp4
 	yes notes | head -500 > $(LOAD_DIR)/text.avi
@@ -112,6 +119,7 @@ loadtest: data
 	  --http-port $(HTTP_PORT) --rpc-port $(RPC_PORT) -- \
 	  $(PY) client/pipeline_http_client.py $(LOAD_DIR) --url http://127.0.0.1:$(HTTP_PORT)/pptsm/prediction \
 	  --concurrency 16 --repeat 50
+endif
 
 # In-process prediction with the service's own code: make predict VIDEO=clip.mp4 [MODEL=pptsm]
 predict: $(STAMP)

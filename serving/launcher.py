@@ -65,7 +65,8 @@ class ServiceProcess:
 
     def __init__(self, model_dir: str | Path, config: str | Path = "pipeline_config/config.yml",
                  http_port: int = 18080, rpc_port: int = 9993, log_path: Optional[Path] = None,
-                 extra_args: Sequence[str] = (), env: Optional[dict[str, str]] = None) -> None:
+                 extra_args: Sequence[str] = (), env: Optional[dict[str, str]] = None,
+                 cwd: Optional[Path] = None) -> None:
         self.model_dir = Path(model_dir)
         self.config = Path(config)
         self.http_port = http_port
@@ -73,6 +74,7 @@ class ServiceProcess:
         self.log_path = log_path or Path(f"/tmp/pptsm-service-{http_port}.log")
         self.extra_args = list(extra_args)
         self.env = env
+        self.cwd = cwd  # the service's working directory (None: this process's)
         self.process: Optional[subprocess.Popen] = None
 
     def start(self, timeout: float = 180.0) -> "ServiceProcess":
@@ -84,10 +86,12 @@ class ServiceProcess:
                "--config", str(self.config), "--http-port", str(self.http_port),
                "--rpc-port", str(self.rpc_port), *self.extra_args]
         env = {**os.environ, **(self.env or {})}
-        env.setdefault("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
+        # First on the path, absolute: the service may run in another working directory.
+        repo_root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")]))
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
+                                            cwd=self.cwd, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -53,6 +53,8 @@ DEFAULT_SHUTDOWN_GRACE_S = 30.0
 DEFAULT_RPC_HOST = "[::]"  # every interface, IPv4 and IPv6, as Paddle Serving binds
 # REST and metrics listen on every IPv4 interface by default, as a container needs.
 DEFAULT_HTTP_HOST = DEFAULT_METRICS_HOST = "0.0.0.0"
+
+SettingsT = TypeVar("SettingsT")
 
 
 class ConfigError(ValueError):
@@ -85,16 +87,23 @@ def _section(conf: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def _limits(conf: dict[str, Any]) -> DecodeLimits:
-    raw = _section(conf, "request_limits")
-    known = {f.name for f in fields(DecodeLimits)}
+def _settings(conf: dict[str, Any], key: str, settings_class: type[SettingsT]) -> SettingsT:
+    """The `key` section as the frozen dataclass `settings_class`, whose fields are the section's
+    keys and whose own checks word the message for a bad value ("<field>: ..."); an unknown key
+    is refused with the known ones."""
+    raw = _section(conf, key)
+    known = {item.name for item in fields(settings_class)}  # type: ignore[arg-type]
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"request_limits.{unknown[0]}: unknown key; known: {', '.join(sorted(known))}")
+        raise ConfigError(f"{key}.{unknown[0]}: unknown key; known: {', '.join(sorted(known))}")
     try:
-        limits = DecodeLimits(**raw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"request_limits: {exc}") from None
+        return settings_class(**raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key}.{exc}") from None
+
+
+def _limits(conf: dict[str, Any]) -> DecodeLimits:
+    limits = _settings(conf, "request_limits", DecodeLimits)
     if limits.max_bytes * 4 // 3 > GRPC_MAX_MESSAGE_BYTES:
         raise ConfigError(f"request_limits.max_bytes: {limits.max_bytes} bytes are more than "
                           f"{GRPC_MAX_MESSAGE_BYTES} in base64, Paddle Serving's gRPC message limit")
@@ -166,18 +175,6 @@ def _bind_host(conf: dict[str, Any], key: str, default: str) -> str:
         raise ConfigError(f"{key}: an IPv4 address or host name to listen on such as 0.0.0.0 "
                           f"or 127.0.0.1, got {value!r}")
     return value
-
-
-def _http_settings(conf: dict[str, Any]) -> HttpSettings:
-    raw = _section(conf, "http")
-    known = {f.name for f in fields(HttpSettings)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"http.{unknown[0]}: unknown key; known: {', '.join(sorted(known))}")
-    try:
-        return HttpSettings(**raw)
-    except ValueError as exc:
-        raise ConfigError(f"http.{exc}") from None
 
 
 def _serving_log(conf: dict[str, Any]) -> ServingLogSettings:
@@ -252,7 +249,7 @@ def load_service_config(path: Path, *, http_port: int | None, rpc_port: int | No
                          rpc_host=_rpc_host(conf), serving_log=_serving_log(conf),
                          http_host=_bind_host(conf, "http_host", DEFAULT_HTTP_HOST),
                          metrics_host=_bind_host(conf, "metrics_host", DEFAULT_METRICS_HOST),
-                         http=_http_settings(conf),
+                         http=_settings(conf, "http", HttpSettings),
                          warnings=_short_grace_warning(conf, grace_s))
 
 

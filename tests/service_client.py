@@ -51,7 +51,8 @@ class TestService(ServiceProcess):
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, model_dir: Path, work: Path, edit: ConfigEdit | None = None) -> None:
+    def __init__(self, model_dir: Path, work: Path, edit: ConfigEdit | None = None, *,
+                 cwd: Path | None = None) -> None:
         self.work = work
         self.metrics_port = free_port()
         self.request_log = work / "requests.jsonl"
@@ -66,7 +67,7 @@ class TestService(ServiceProcess):
         config_path.write_text(yaml.safe_dump(config))
         super().__init__(model_dir, config_path, http_port=free_port(), rpc_port=free_port(),
                          log_path=work / "service.log", env=serving_env(work),
-                         extra_args=["--prometheus-port", str(self.metrics_port)])
+                         extra_args=["--prometheus-port", str(self.metrics_port)], cwd=cwd)
 
     @property
     def url(self) -> str:

@@ -412,7 +412,7 @@ def test_duration_limit(videos):
 
 
 def test_limits_must_be_positive():
-    with pytest.raises(ValueError, match="DecodeLimits.max_frames must be > 0"):
+    with pytest.raises(ValueError, match="max_frames: must be a number > 0"):
         DecodeLimits(max_frames=0)
 
 

@@ -41,7 +41,7 @@ class DecodeLimits:
         for item in fields(self):
             value = getattr(self, item.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"DecodeLimits.{item.name} must be > 0 (a number), got {value!r}")
+                raise ValueError(f"{item.name}: must be a number > 0, got {value!r}")
 
     def check_bytes(self, size: int) -> None:
         if size > self.max_bytes:

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from serving.precision_check import Agreement  # noqa: E402
 from tests.bench.decoding import DecodeTiming  # noqa: E402
+from tests.bench.hostile_load import HostileLoadResult  # noqa: E402
 from tests.bench.model_zoo import ModelTiming  # noqa: E402
 from tests.bench.serving_load import LoadResult  # noqa: E402
 
@@ -115,6 +116,31 @@ def decoding_table(timings: Sequence[DecodeTiming], note: str) -> Table:
         "Decoding: sampled frames only versus every frame (ms, median (min-max))",
         ("clip", "decoder", "sampled frames", "sparse ms", "full ms"),
         [(t.clip, t.backend, t.sampled_frames, t.sparse_ms, t.full_ms) for t in timings], note)
+
+
+def hostile_table(result: HostileLoadResult, note: str) -> Table:
+    return Table(
+        "Honest clients beside hostile ones, REST end to end",
+        ("honest clients", "hostile clients", "honest requests", "p50 ms alone",
+         "p50 ms with hostile", "p50 ratio", "p95 ms alone", "p95 ms with hostile",
+         "wrong or lost honest answers"),
+        [(result.concurrency, result.hostile_clients, result.honest_requests,
+          result.alone_p50_ms, result.attacked_p50_ms, f"{result.p50_ratio:.2f}",
+          result.alone_p95_ms, result.attacked_p95_ms, result.wrong_or_lost)], note)
+
+
+def plot_hostile(results: Sequence[HostileLoadResult], path: Path) -> None:
+    (result,) = results
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    runs = ("alone", f"with {result.hostile_clients} hostile")
+    ax.bar([0, 1], [result.alone_p50_ms, result.attacked_p50_ms], width=0.35, label="p50")
+    ax.bar([0.35, 1.35], [result.alone_p95_ms, result.attacked_p95_ms], width=0.35, label="p95")
+    ax.set_xticks([0.175, 1.175], runs)
+    ax.set_ylabel(f"honest latency, ms ({result.concurrency} clients)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_models(timings: Sequence[ModelTiming], path: Path) -> None:

@@ -1,7 +1,8 @@
 """The benchmark behind `make bench`: model-family latency, lower precisions against fp32,
 serving load, decoding.
 
-    python -m tests.bench.run_bench [--quick] [--sections models precision serving decoding]
+    python -m tests.bench.run_bench [--quick]
+        [--sections models precision serving decoding hostile]
         [--out output/bench] [--threads 2] [--config pipeline_config/config.yml]
         [--serving-model DIR] [--trained DIR ...] [--precisions bf16 int8]
 
@@ -31,12 +32,15 @@ from serving.quantize import quantize_model
 from tests.bench.clips import CODECS, SIZES, bench_clip
 from tests.bench.decoding import BACKENDS, decode_timing
 from tests.bench.export_random import WEIGHTS_NOTE
+from tests.bench.hostile_load import serve_and_run
 from tests.bench.model_zoo import FAMILIES, export_families, exported_family, time_model
 from tests.bench.report import (
     Table,
     decoding_table,
+    hostile_table,
     model_table,
     plot_decoding,
+    plot_hostile,
     plot_models,
     plot_precision,
     plot_serving,
@@ -53,7 +57,7 @@ from tests.bench.serving_load import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ("models", "precision", "serving", "decoding")
+SECTIONS = ("models", "precision", "serving", "decoding", "hostile")
 SYNTHETIC = REPO_ROOT / "data" / "synthetic"
 # Trained models measured when they exist: what `make demo` exports, and the R50 of
 # train/configs/demo/pptsm_r50_synthetic.yaml (README, "Offline prediction and benchmarks").
@@ -78,12 +82,13 @@ class Plan:
     int8_calibration_clips: int
     precision_check_clips: int  # synthetic test clips each lower precision is compared on
     precisions: tuple[str, ...]  # lower precisions measured by default
+    hostile_requests: int  # honest requests of each run of the hostile section
 
 
 QUICK = Plan(2.0, 1, 3, ((1, 2), (4, 4), (16, 16)), ((1, 1), (4, 4), (16, 16)), 3, 1, 4, 8,
-             ("bf16",))
+             ("bf16",), 48)
 FULL = Plan(10.0, 2, 7, ((1, 8), (4, 16), (16, 48)), ((1, 4), (4, 8), (16, 16)), 5, 2, 16, 64,
-            LOW_PRECISIONS)
+            LOW_PRECISIONS, 160)
 
 
 def load_average() -> str:
@@ -237,6 +242,22 @@ def run_decoding(plan: Plan, args: argparse.Namespace) -> tuple[Table, list]:
     return decoding_table(timings, note), timings
 
 
+def run_hostile(plan: Plan, args: argparse.Namespace) -> tuple[Table, list]:
+    """16 honest clients alone, then beside 4 hostile ones (tests/bench/hostile_load.py)."""
+    model_dir = args.serving_model or exported_family(FAMILIES[-1], args.out / "models")
+    honest = [bench_clip(args.out / "clips", *SIZES[0], plan.clip_seconds, codec).read()
+              for codec in CODECS]
+    result = serve_and_run(model_dir, args.config, honest, args.out / "hostile",
+                           concurrency=16, total=plan.hostile_requests, hostile=4)
+    sent = ", ".join(f"{name} {count}" for name, count in sorted(result.hostile_sent.items()))
+    note = (f"Model {model_dir} served with {args.config}; honest requests: the "
+            f"{SIZES[0][0]}x{SIZES[0][1]} {plan.clip_seconds:g} s clips ({', '.join(CODECS)}), "
+            f"{plan.hostile_requests} per run at concurrency 16, every answer compared with the "
+            f"clip's reference answer. Hostile requests sent meanwhile: {sent}. "
+            f"{load_average()}.")
+    return hostile_table(result, note), [result]
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="PP-TSM benchmarks: models, precision, serving, decoding.")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, 2 s clips")
@@ -269,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     plan = QUICK if args.quick else FULL
     runners = {"models": (run_models, plot_models), "precision": (run_precision, plot_precision),
-               "serving": (run_serving, plot_serving), "decoding": (run_decoding, plot_decoding)}
+               "serving": (run_serving, plot_serving), "decoding": (run_decoding, plot_decoding),
+               "hostile": (run_hostile, plot_hostile)}
     args.out.mkdir(parents=True, exist_ok=True)
     report = [f"## PP-TSM benchmark{' (quick)' if args.quick else ''}", "",
               f"Started with {load_average()}.", ""]

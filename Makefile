@@ -76,7 +76,7 @@ import: $(STAMP)
 	$(PY) -m train.import_model --src $(SRC) --name $(NAME) -c $(CONFIG)
 
 serve: $(STAMP)
-	$(if $(PRECISION),PPTSM_PRECISION=$(PRECISION)) $(PY) -m serving.service \
+	$(if $(PRECISION),PPTSM_PRECISION=$(PRECISION)) $(PY) -m serving.pipeline.service \
 	  --model-dir model_repo/$(MODEL) --config pipeline_config/config.yml \
 	  --http-port $(HTTP_PORT) --rpc-port $(RPC_PORT)
 
@@ -84,38 +84,38 @@ serve: $(STAMP)
 # $(DATA) and checked against fp32 on its test clips; serve it with
 # make serve MODEL=$(MODEL)-int8 PRECISION=int8
 quantize: data
-	$(PY) -m serving.quantize --model-dir model_repo/$(MODEL) --out model_repo/$(MODEL)-int8 \
+	$(PY) -m serving.tools.quantize --model-dir model_repo/$(MODEL) --out model_repo/$(MODEL)-int8 \
 	  --calibration $(DATA)/train.list --check $(DATA)/test.list
 
 # bf16 or int8 against fp32 on the test clips of $(DATA): top-1 agreement, logit difference,
 # accuracy, inference ms. int8 compares model_repo/$(MODEL)-int8 (make quantize first).
 compare-precision: data
-	$(PY) -m serving.precision_check --model-dir model_repo/$(MODEL) --precision $(or $(PRECISION),bf16) \
+	$(PY) -m serving.tools.precision_check --model-dir model_repo/$(MODEL) --precision $(or $(PRECISION),bf16) \
 	  --list $(DATA)/test.list
 
 demo: data
 	@if [ ! -f model_repo/$(MODEL)/model_meta.json ]; then \
 	  $(MAKE) --no-print-directory train && $(MAKE) --no-print-directory export NAME=$(MODEL); fi
-	$(PY) -m serving.launcher --model-dir model_repo/$(MODEL) --config pipeline_config/config.yml \
+	$(PY) -m serving.tools.launcher --model-dir model_repo/$(MODEL) --config pipeline_config/config.yml \
 	  --http-port $(HTTP_PORT) --rpc-port $(RPC_PORT) -- \
 	  $(PY) client/pipeline_http_client.py --url http://127.0.0.1:$(HTTP_PORT)/pptsm/prediction --list $(DATA)/test.list \
 	  --labels $(DATA)/label_list.txt
 
 # 1000 requests at concurrency 16, valid and invalid videos mixed, against model_repo/$(MODEL).
-# ARGS=--hostile: 16 honest clients alone, then beside 4 hostile ones (tests/bench/hostile_load.py):
+# ARGS=--hostile: 16 honest clients alone, then beside 4 hostile ones (bench/hostile_load.py):
 # honest p50 both ways and their ratio; fails if an honest answer is wrong or lost.
 LOAD_DIR ?= output/loadtest-mix
 loadtest: data
 	rm -rf $(LOAD_DIR) && mkdir -p $(LOAD_DIR)
 	cp $$(ls $(DATA)/videos/test/*/* | head -16) $(LOAD_DIR)/
 ifneq ($(filter --hostile,$(ARGS)),)
-	$(PY) -m tests.bench.hostile_load --model-dir model_repo/$(MODEL) --videos $(LOAD_DIR) \
+	$(PY) -m bench.hostile_load --model-dir model_repo/$(MODEL) --videos $(LOAD_DIR) \
 	  $(filter-out --hostile,$(ARGS))
 else
 	head -c 5000 /dev/urandom > $(LOAD_DIR)/random.mp4
 	head -c 40000 $$(ls $(DATA)/videos/test/*/*.mp4 | head -1) > $(LOAD_DIR)/cut.mp4
 	yes notes | head -500 > $(LOAD_DIR)/text.avi
-	$(PY) -m serving.launcher --model-dir model_repo/$(MODEL) --config pipeline_config/config.yml \
+	$(PY) -m serving.tools.launcher --model-dir model_repo/$(MODEL) --config pipeline_config/config.yml \
 	  --http-port $(HTTP_PORT) --rpc-port $(RPC_PORT) -- \
 	  $(PY) client/pipeline_http_client.py $(LOAD_DIR) --url http://127.0.0.1:$(HTTP_PORT)/pptsm/prediction \
 	  --concurrency 16 --repeat 50
@@ -123,12 +123,12 @@ endif
 
 # In-process prediction with the service's own code: make predict VIDEO=clip.mp4 [MODEL=pptsm]
 predict: $(STAMP)
-	$(PY) -m serving.predict --model-dir model_repo/$(MODEL) --video $(VIDEO) $(ARGS)
+	$(PY) -m serving.tools.predict --model-dir model_repo/$(MODEL) --video $(VIDEO) $(ARGS)
 
 # Latency tables, lower precisions vs fp32 (on the synthetic clips: made first if missing),
 # serving throughput, decoding; QUICK=1 for a smoke run (< 3 minutes).
 bench: data
-	$(PY) -m tests.bench.run_bench $(if $(QUICK),--quick) $(ARGS)
+	$(PY) -m bench.run_bench $(if $(QUICK),--quick) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest tests -q $(ARGS)
@@ -162,6 +162,6 @@ docker-lint: $(LINT_STAMP)
 	docker compose -f docker-compose.yml -f docker-compose.scale.yml config -q
 	@echo "docker-lint: Dockerfiles, Kubernetes manifest and compose variants pass"
 
-# Engine, build, `docker compose up`, REST + gRPC classification, bad requests, down (tests/docker_e2e.py).
+# Engine, build, `docker compose up`, REST + gRPC classification, bad requests, down (bench/docker_e2e.py).
 docker-test: $(STAMP) docker-lint
-	$(PY) -m tests.docker_e2e
+	$(PY) -m bench.docker_e2e

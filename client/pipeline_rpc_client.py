@@ -22,7 +22,7 @@ from _client_common import add_common_arguments, run
 from _protocol import TRANSPORT_ERROR, Answer, Send
 
 # Paddle Serving 0.9 imports `collections.Iterable`, removed in Python 3.10; restore the aliases
-# before importing it. (The service has the same fix in serving/compat.py; this client is
+# before importing it. (The service has the same fix in serving/pipeline/compat.py; this client is
 # standalone, so it cannot import it.)
 for _name in ("Iterable", "Mapping", "MutableMapping", "Sequence", "Callable"):
     if not hasattr(collections, _name):

@@ -2,8 +2,8 @@
 make libavformat open other files or sockets, containers that lie about themselves, streams
 that change under the probe, and payloads built to multiply memory or CPU.
 
-Each builder returns the bytes of one upload. The end-to-end module (tests/test_hostile.py)
-sends them to a real service; the load run with hostile clients (tests/bench/hostile_load.py)
+Each builder returns the bytes of one upload. The end-to-end module (tests/pipeline/test_hostile.py)
+sends them to a real service; the load run with hostile clients (bench/hostile_load.py)
 sends them beside honest traffic.
 """
 from __future__ import annotations

@@ -15,14 +15,14 @@ from typing import Any
 import requests
 import yaml
 
-from serving import compat  # noqa: F401  (must precede the Paddle Serving import)
+from serving.pipeline import compat  # noqa: F401  (must precede the Paddle Serving import)
 import grpc  # noqa: E402
 from paddle_serving_server.pipeline.proto import (  # noqa: E402
     pipeline_service_pb2,
     pipeline_service_pb2_grpc,
 )
 
-from serving.launcher import ServiceProcess, free_port  # noqa: E402
+from serving.tools.launcher import ServiceProcess, free_port  # noqa: E402
 from tests.serving_helpers import export_tiny_model  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import paddle
 
-from serving.metadata import ModelMeta, PreprocessSpec, load_meta
+from serving.core.metadata import ModelMeta, PreprocessSpec, load_meta
 
 TINY_LABELS = ("waving", "clapping", "jumping")
 TINY_PREPROCESS = PreprocessSpec(num_seg=8, scale_size=64, crop_size=56,

@@ -20,7 +20,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from serving.postprocess import softmax
+from serving.core.preprocess.pipeline import SAMPLING_MODES
+from serving.core.postprocess import softmax
 from train.config import ConfigError, load_config
 from train.data.datasets import build_dataset, label_names
 from train.data.loader import build_loader
@@ -29,7 +30,6 @@ from train.engine.plots import plot_confusion_matrix
 from train.models.checkpoint import load_state_dict_by_name
 from train.recipe import build_model_from_config
 
-MODES = ("uniform", "dense")
 
 
 def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: Path, mode: str, split: str,
@@ -69,7 +69,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("-c", "--config", required=True,
                         help="the recipe the model was trained with")
     parser.add_argument("-k", "--checkpoint", required=True, type=Path, help=".pdparams to score")
-    parser.add_argument("--mode", choices=MODES, default="uniform")
+    parser.add_argument("--mode", choices=SAMPLING_MODES, default="uniform")
     parser.add_argument("--split", default="test", help="which data.<split>_list to score")
     parser.add_argument("--out", type=Path, help="report folder (default: beside the checkpoint)")
     parser.add_argument("--batch-size", type=int, help="clips per batch (default: train.batch_size "

@@ -26,9 +26,9 @@ import numpy as np
 import paddle
 from paddle.static import InputSpec
 
-from serving.metadata import InferenceSpec, ModelMeta, PreprocessSpec
-from serving.predictor import Predictor, PredictorSettings
-from serving.serving_conf import write_serving_confs
+from serving.core.metadata import InferenceSpec, ModelMeta, PreprocessSpec
+from serving.core.predictor import Predictor, PredictorSettings
+from serving.core.serving_conf import write_serving_confs
 from train.models.layers import fuse_reparam_
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ def export_from_config(config_path: str, checkpoint: str, name: str, out_root: s
                        version: Optional[str] = None) -> ModelMeta:
     """The `make export` path: recipe + checkpoint -> model_repo/<name>/."""
     from train.config import load_config
-    from train.data.list_file import read_label_list
+    from serving.core.list_file import read_label_list
     from train.models.checkpoint import load_pdparams, load_state_dict_by_name
     from train.recipe import build_model_from_config, preprocess_spec_from_config
 

@@ -27,9 +27,9 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from serving.preprocess.decode import DecodeLimits, decode_all
+from serving.core.preprocess.decode import DecodeLimits, decode_all
 from train.data.frame_folder import FRAME_PATTERN, JPEG_QUALITY, count_frames, write_frames
-from train.data.list_file import ListFileError, Sample, format_frames_line, read_list_file
+from serving.core.list_file import ListFileError, Sample, format_frames_line, read_list_file
 
 PARTIAL_SUFFIX = ".partial"
 

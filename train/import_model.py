@@ -33,8 +33,8 @@ from typing import Optional
 
 import numpy as np
 
-from serving.metadata import InferenceSpec, ModelMeta, PreprocessSpec
-from serving.predictor import Predictor, PredictorError, PredictorSettings
+from serving.core.metadata import InferenceSpec, ModelMeta, PreprocessSpec
+from serving.core.predictor import Predictor, PredictorError, PredictorSettings
 from train.export import (
     SERVER_SUBDIR,
     file_sha256,
@@ -44,7 +44,7 @@ from train.export import (
     publish_model_dir,
     with_output_name,
 )
-from train.program_files import legacy_program, pir_op_attributes
+from serving.core.program_files import legacy_program, pir_op_attributes
 
 PROGRAM_FORMATS = {".pdmodel": "pdmodel", ".json": "json"}
 PARAMS_SUFFIX = ".pdiparams"
@@ -191,7 +191,7 @@ def import_paddlevideo_export(src: str | Path, out_dir: str | Path, *, name: str
 
 def _spec_and_labels(args: argparse.Namespace) -> tuple[PreprocessSpec, list[str], str]:
     """(preprocessing, class names, architecture) from a recipe or from the explicit flags."""
-    from train.data.list_file import read_label_list
+    from serving.core.list_file import read_label_list
 
     if args.config:
         from train.config import load_config

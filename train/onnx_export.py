@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from serving.metadata import ModelMeta, load_meta
-from serving.predictor import Predictor, PredictorSettings
+from serving.core.metadata import ModelMeta, load_meta
+from serving.core.predictor import Predictor, PredictorSettings
 from train.export import parity_bound
-from train.program_files import legacy_program, pir_op_attributes
+from serving.core.program_files import legacy_program, pir_op_attributes
 
 ONNX_FILENAME = "model.onnx"
 DEFAULT_OPSET = 13

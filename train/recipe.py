@@ -3,7 +3,7 @@ preprocessing spec (the one that is recorded in the exported metadata).
 
 `model.temporal_shift: false` (default true) builds the same network with every temporal shift
 replaced by the identity: a per-frame 2D CNN whose clip score is an order-blind average, the
-control for measuring what the shift contributes (tests/bench/tsm_ablation.py).
+control for measuring what the shift contributes (bench/tsm_ablation.py).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import paddle.nn as nn
 
-from serving.metadata import PreprocessSpec
+from serving.core.metadata import PreprocessSpec
 from train.config import section
 from train.models import build_model
 from train.models.layers import TemporalShift

@@ -12,7 +12,7 @@ from typing import Any
 
 from train.config import ConfigError, section
 from train.data.frame_folder import FRAME_PATTERN
-from train.data.list_file import read_label_list, read_list_file
+from serving.core.list_file import read_label_list, read_list_file
 from train.data.train_transforms import TrainAugment
 from train.data.video_dataset import ClipDataset, ClipReader, FrameFolderReader, read_video_clip
 from train.recipe import preprocess_spec_from_config

@@ -1,6 +1,6 @@
 """Train-time randomness: sampling offsets, multi-scale crop, optional flip.
 
-Inference preprocessing (resize, centre crop, normalise) lives in `serving.preprocess` and is
+Inference preprocessing (resize, centre crop, normalise) lives in `serving.core.preprocess` and is
 reused here, so training and serving can never drift apart. Only the random parts are here.
 Horizontal flip is off by default: on direction classes (move left / move right) a flip
 changes the label.
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving.metadata import PreprocessSpec
-from serving.preprocess.sampling import dense_clip_indices, dense_start_count
-from serving.preprocess.transforms import normalize, resize_frames, scaled_size
+from serving.core.metadata import PreprocessSpec
+from serving.core.preprocess.sampling import dense_clip_indices, dense_start_count
+from serving.core.preprocess.transforms import normalize, resize_frames, scaled_size
 
 TRAIN_SAMPLINGS = ("uniform", "dense")
 

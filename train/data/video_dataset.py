@@ -1,6 +1,6 @@
 """List-file clip dataset over either data format: videos decoded on the fly, or frame folders.
 
-Only the sampled frames of a clip are read. Videos are decoded through `serving.preprocess.decode`
+Only the sampled frames of a clip are read. Videos are decoded through `serving.core.preprocess.decode`
 (the service's own decoders); frame folders hold PaddleVideo's `img_00001.jpg` files. Both
 formats share the sampling, augmentation and the service's exact evaluation preprocessing, so a
 validation score predicts the served score, and the two formats give the same clip for the same
@@ -16,12 +16,12 @@ from typing import Callable, Optional, Protocol, Sequence
 import numpy as np
 from paddle.io import Dataset
 
-from serving.errors import ServiceError
-from serving.metadata import PreprocessSpec
-from serving.preprocess.decode import DecodeLimits, open_video, read_sampled
-from serving.preprocess.pipeline import preprocess_dense, preprocess_uniform, sample_indices
+from serving.core.errors import ServiceError
+from serving.core.metadata import PreprocessSpec
+from serving.core.preprocess.decode import DecodeLimits, open_video, read_sampled
+from serving.core.preprocess.pipeline import preprocess_dense, preprocess_uniform, sample_indices
 from train.data.frame_folder import FRAME_PATTERN, read_frames
-from train.data.list_file import Sample
+from serving.core.list_file import Sample
 from train.data.train_transforms import TRAIN_SAMPLINGS, TrainAugment, sample_train_indices
 
 log = logging.getLogger(__name__)

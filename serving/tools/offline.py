@@ -1,0 +1,134 @@
+"""In-process prediction: what the service does to one video, without Paddle Serving.
+
+PaddleVideo's `tools/predict.py` runs its own copy of the preprocessing, so its answers and its
+timings can differ from its server's. This module instead chains the service's own pieces:
+`open_video` (the decode op), `serving.core.stages` (sample, normalize, rank; the functions the
+sample / normalize / pptsm ops run) and the same `Predictor` with the same settings, so an
+offline answer equals the service's answer for the same file, and the timings it reports are
+the service's stage costs minus HTTP, base64 and queueing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from serving.core.metadata import ModelMeta, PreprocessSpec, load_meta
+from serving.core.predictor import Predictor, PredictorSettings
+from serving.core.preprocess.decode import DecodeLimits, open_video
+from serving.core.postprocess import DEFAULT_TOPK
+from serving.core.stages import network_views, ranked_classes, sample_frames
+
+# The stage names of the service's `timing_ms` answer field, in pipeline order.
+PREPROCESS_STAGES = ("decode", "sample", "normalize")
+INFER_STAGE = "infer"
+
+
+@dataclass(frozen=True)
+class RankedClass:
+    class_id: int
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One video's ranked classes and what each stage cost (milliseconds)."""
+
+    ranked: tuple[RankedClass, ...]
+    stage_ms: dict[str, float]
+    total_ms: float
+
+    @property
+    def preprocess_ms(self) -> float:
+        """Probe + decode of the sampled frames + resize/crop/normalise, as PaddleVideo's tables
+        count 'preprocessing'."""
+        return sum(self.stage_ms[stage] for stage in PREPROCESS_STAGES)
+
+    @property
+    def infer_ms(self) -> float:
+        return self.stage_ms[INFER_STAGE]
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How uploads are opened; the service reads the same three values from its config."""
+
+    limits: DecodeLimits = DecodeLimits()
+    backend: str = "auto"
+    temp_dir: Path | None = None
+
+
+class StageClock:
+    """Splits elapsed wall time into named stages: `lap(stage)` charges the time since the
+    previous lap (or the start) to `stage`."""
+
+    def __init__(self) -> None:
+        self.started = self._last = time.perf_counter()
+        self.stage_ms: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.stage_ms[stage] = (now - self._last) * 1000.0
+        self._last = now
+
+    def total_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000.0
+
+
+def network_input(video: bytes, spec: PreprocessSpec, mode: str, decode: DecodeSettings,
+                  clock: StageClock | None = None) -> np.ndarray:
+    """The network input float32 [views, T, 3, S, S] of one video file's bytes, built the way
+    the decode, sample and normalize ops build it (laps 'decode', 'sample', 'normalize')."""
+    clock = clock or StageClock()
+    with open_video(video, limits=decode.limits, backend=decode.backend,
+                    temp_dir=decode.temp_dir) as source:
+        clock.lap("decode")
+        frames = sample_frames(source, spec, mode)
+    clock.lap("sample")
+    views = network_views(frames, spec, mode)
+    clock.lap("normalize")
+    return views
+
+
+class OfflinePredictor:
+    """Loads `model_dir` once and classifies video bytes with the service's code path."""
+
+    def __init__(self, model_dir: str | Path, settings: PredictorSettings | None = None,
+                 decode: DecodeSettings = DecodeSettings()) -> None:
+        self.meta: ModelMeta = load_meta(model_dir)
+        self.predictor = Predictor(model_dir, self.meta, settings or PredictorSettings())
+        self.decode = decode
+
+    @classmethod
+    def from_service_config(cls, model_dir: str | Path, config_path: str | Path,
+                            **overrides: object) -> "OfflinePredictor":
+        """Predictor and decode settings exactly as `python -m serving.pipeline.service --config
+        config_path` would use them; `overrides` replace PredictorSettings fields (e.g.
+        cpu_threads=1). Imports Paddle Serving (the config loader lives with the service)."""
+        from serving.pipeline.service import load_service_config
+
+        meta = load_meta(model_dir)
+        config = load_service_config(Path(config_path), http_port=None, rpc_port=None, meta=meta)
+        settings = dataclasses.replace(config.predictor, **overrides)
+        return cls(model_dir, settings, DecodeSettings(config.limits, config.decode_backend,
+                                                       config.decode_temp_dir))
+
+    def classify(self, video: bytes, *, topk: int | None = None,
+                 mode: str | None = None) -> Prediction:
+        """Ranked classes of one video file's bytes. `mode` defaults to the model's sampling,
+        `topk` to the service's default; a bad value raises ValueError, a bad video a
+        ServiceError (DecodeError, LimitExceededError) with the service's message."""
+        spec = self.meta.preprocess
+        k = min(DEFAULT_TOPK, self.meta.num_classes) if topk is None else topk
+        clock = StageClock()
+        views = network_input(video, spec, spec.sampling if mode is None else mode, self.decode,
+                              clock)
+        logits = self.predictor.predict(views)
+        clock.lap(INFER_STAGE)
+        ranked = tuple(RankedClass(class_id, self.meta.labels[class_id], score)
+                       for class_id, score in ranked_classes(logits, k))
+        return Prediction(ranked, clock.stage_ms, clock.total_ms())

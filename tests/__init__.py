@@ -1,0 +1,1 @@
+"""The test suite; sub-packages mirror the code: core, pipeline, tools, client, train."""

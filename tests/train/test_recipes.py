@@ -1,0 +1,148 @@
+"""The official recipes under train/configs/pptsm/ and the export of official checkpoints.
+
+Every reference manifest names the PaddleVideo config it was made from; the recipe with the same
+path under train/configs/ must build exactly that checkpoint layout and preprocess with the same
+frame count. Official checkpoints are simulated by pickles in PaddleVideo's `.pdparams` layout
+(including the `StructuredToParameterName@@` entry) holding the oracle's deterministic weights;
+exported with `python -m train.export`, Paddle Inference must reproduce the reference logits.
+
+Cost: building the eight full-size models (~10 s), two PP-TSMv2 16f exports (~15 s each) and one
+ResNet50 export (~20 s) on 2 cores.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+from serving.core.metadata import load_meta
+from serving.core.predictor import Predictor, PredictorSettings
+from tests.train.test_models_pptsmv2 import model_side_layout
+from tests.train.test_models_zoo import state_layout
+from train import export
+from train.config import load_config
+from serving.core.list_file import read_label_list
+from train.models.checkpoint import PARAM_NAME_TABLE_KEY
+from train.recipe import build_model_from_config, preprocess_spec_from_config
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_ROOT = REPO_ROOT / "train" / "configs"
+PADDLEVIDEO_CONFIG_PREFIX = "configs/recognition/"
+SHIPPED_LABELS = REPO_ROOT / "train" / "labels" / "kinetics400_label_list.txt"
+LOGITS_ATOL = 1e-4
+MANIFEST_IDS = ("pptsm_r50_uniform_8f", "pptsm_r101_dense_8f", "pptsm_mv2_8f", "pptsm_mv3_8f",
+                "pptsmv2_lcnet_8f", "pptsmv2_lcnet_16f", "pptsmv2_lcnet_16f_lta_dml_student")
+# Recipes without a manifest of their own, and the manifest of the same network.
+SAME_NETWORK_AS = {"pptsm/pptsm_k400_frames_dense.yaml": "pptsm_r50_uniform_8f",
+                   "pptsm/pptsm_k400_frames_uniform_kd.yaml": "pptsm_r50_uniform_8f",
+                   "pptsm/v2/pptsm_lcnet_k400_8frames_uniform_dml_distillation.yaml":
+                       "pptsmv2_lcnet_8f"}
+
+
+def recipe_for(manifest: dict[str, Any]) -> Path:
+    """train/configs/<path of the manifest's PaddleVideo config below configs/recognition/>."""
+    config = manifest["config"]
+    assert config.startswith(PADDLEVIDEO_CONFIG_PREFIX), config
+    return CONFIG_ROOT / config[len(PADDLEVIDEO_CONFIG_PREFIX):]
+
+
+def recipe_cases() -> list[tuple[str, str]]:
+    """(manifest id, recipe relative to train/configs or '' for the manifest's own config)."""
+    return ([(model_id, "") for model_id in MANIFEST_IDS]
+            + [(model_id, recipe) for recipe, model_id in SAME_NETWORK_AS.items()])
+
+
+def write_paddlevideo_pdparams(path: Path, state: dict[str, np.ndarray]) -> Path:
+    """A `.pdparams` as `paddle.save(model.state_dict())` writes it inside PaddleVideo."""
+    table = {key: f"param_{index}" for index, key in enumerate(state)}
+    path.write_bytes(pickle.dumps({**state, PARAM_NAME_TABLE_KEY: table}, protocol=4))
+    return path
+
+
+# --- recipes --------------------------------------------------------------------------------------
+
+def test_every_official_recipe_is_checked(load_manifest: Callable) -> None:
+    """Each recipe under pptsm/ is one a manifest names, or one of SAME_NETWORK_AS."""
+    checked = {str(recipe_for(load_manifest(model_id)).relative_to(CONFIG_ROOT))
+               for model_id in MANIFEST_IDS} | set(SAME_NETWORK_AS)
+    recipes = {str(path.relative_to(CONFIG_ROOT))
+               for path in (CONFIG_ROOT / "pptsm").rglob("*.yaml")}
+    assert recipes == checked
+
+
+@pytest.mark.parametrize("model_id,recipe", recipe_cases())
+def test_recipe_builds_the_official_checkpoint_layout(model_id: str, recipe: str,
+                                                      load_manifest: Callable) -> None:
+    manifest = load_manifest(model_id)
+    path = CONFIG_ROOT / recipe if recipe else recipe_for(manifest)
+    cfg = load_config(path)
+    labels = read_label_list(export.label_list_path(cfg))
+    model = build_model_from_config(cfg, num_classes=len(labels))
+    assert [tuple(entry) for entry in state_layout(model)] == model_side_layout(manifest)
+    assert model.export_name == manifest["model_name"]
+    spec = preprocess_spec_from_config(cfg)
+    assert spec.num_seg == manifest["num_seg"] == cfg["model"]["num_seg"]
+    assert (spec.scale_size, spec.crop_size) == (256, manifest["input_shape"][-1])
+    assert len(labels) == manifest["output_shape"][1]
+
+
+def test_shipped_label_list_is_the_kinetics400_list(reference_dir: Path) -> None:
+    shipped = read_label_list(SHIPPED_LABELS)
+    assert shipped == read_label_list(reference_dir / "kinetics400_label_list.txt")
+    assert len(shipped) == 400 and shipped[0] == "abseiling"
+
+
+def test_dense_recipes_preprocess_ten_clips_of_three_crops() -> None:
+    for name in ("pptsm_k400_frames_dense.yaml", "pptsm_k400_frames_dense_r101.yaml"):
+        spec = preprocess_spec_from_config(load_config(CONFIG_ROOT / "pptsm" / name))
+        assert (spec.sampling, spec.dense_clips, spec.dense_crops, spec.dense_span) == \
+            ("dense", 10, 3, 64)
+
+
+# --- official checkpoint export -------------------------------------------------------------------
+
+def export_official(model_id: str, tmp_path: Path, det_weights: ModuleType,
+                    load_manifest: Callable, reference_dir: Path) -> tuple[np.ndarray, Path]:
+    """Exports a det-weight checkpoint of `model_id` with the CLI; returns (its output on the
+    oracle's input, the model directory)."""
+    manifest = load_manifest(model_id)
+    ckpt = write_paddlevideo_pdparams(tmp_path / "official.pdparams",
+                                      det_weights.det_state_dict(manifest))
+    name = "official_" + model_id
+    code = export.main(["-c", str(recipe_for(manifest)), "-k", str(ckpt), "-n", name,
+                        "--out", str(tmp_path / "model_repo")])
+    assert code == 0
+    model_dir = tmp_path / "model_repo" / name
+    meta = load_meta(model_dir)
+    assert list(meta.labels) == read_label_list(reference_dir / "kinetics400_label_list.txt")
+    assert (meta.preprocess.num_seg, meta.preprocess.scale_size, meta.preprocess.crop_size) == \
+        (manifest["num_seg"], 256, 224)
+    assert meta.inference.format == "pdmodel"  # oneDNN-safe for every family (EXPORT_FACTS.md)
+    predictor = Predictor.from_model_dir(model_dir, PredictorSettings())
+    clip = det_weights.det_input(tuple(manifest["input_shape"]))
+    return predictor.predict(clip), model_dir
+
+
+@pytest.mark.parametrize("model_id", ["pptsmv2_lcnet_16f", "pptsmv2_lcnet_16f_lta_dml_student",
+                                      "pptsm_r50_uniform_8f"])
+def test_official_checkpoint_exports_and_reproduces_reference_logits(
+        model_id: str, tmp_path: Path, det_weights: ModuleType, load_manifest: Callable,
+        reference_dir: Path) -> None:
+    logits, model_dir = export_official(model_id, tmp_path, det_weights, load_manifest,
+                                        reference_dir)
+    reference = np.load(reference_dir / "logits" / f"{model_id}.npy")
+    assert logits.shape == reference.shape == (1, 400)
+    assert float(np.abs(logits - reference).max()) < LOGITS_ATOL
+    assert (model_dir / "serving_server" / "serving_server_conf.prototxt").is_file()
+    assert (model_dir / "label_list.txt").read_text().splitlines()[399] == "399 zumba"
+
+
+def test_export_parity_bound_grows_with_the_size_of_the_logits() -> None:
+    """Small logits are held to 1e-4; a trained model's large ones get float32's relative slack."""
+    assert export.parity_bound(np.zeros((2, 8), dtype=np.float32)) == pytest.approx(export.PARITY_ATOL)
+    assert export.parity_bound(np.array([[-70.0, 3.0]])) == pytest.approx(
+        export.PARITY_ATOL + 70 * export.PARITY_RTOL)

@@ -1,7 +1,8 @@
 """PP-TSM model zoo (ResNet50/101-vd, MobileNetV2, MobileNetV3-large) against PaddleVideo.
 
-Checks per model: exact checkpoint layout (keys, order, shapes, dtypes, parameter count) from the
-reference manifests; with the oracle's deterministic weights loaded by name, the logits and the
+Checks per released variant of the registry (train/models/variants.py, PP-TSMv2 included): exact
+checkpoint layout (keys, order, shapes, dtypes, parameter count) from its reference manifest. Per
+PP-TSM network, with the oracle's deterministic weights loaded by name, the logits and the
 intermediate activations ("probes") where the oracle has them; otherwise finite outputs and
 self-consistency. Also: legacy `.pdmodel` export + oneDNN inference, and several models in one
 process (PaddleVideo's fixed parameter names made that impossible).
@@ -27,23 +28,20 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # also when run as the export subprocess
     sys.path.insert(0, str(REPO_ROOT))
 
+from tests.train.test_models_pptsmv2 import model_side_layout  # noqa: E402
 from train.models import build_model, list_models  # noqa: E402
 from train.models.checkpoint import load_state_dict_by_name  # noqa: E402
 from train.models.layers import SqueezeExcite  # noqa: E402
 from train.models.pptsm_mobilenet_v3 import se_hardsigmoid  # noqa: E402
+from train.models.variants import Variant, get_variant, list_variants  # noqa: E402
 
 LOGITS_ATOL = 1e-4
 PROBE_RTOL = 1e-4  # relative to the activation's magnitude (max of std and mean |x|)
 SMALL_SIZE = 64
 NUM_FRAMES = 8
 
-# manifest id -> builder
-ZOO = {
-    "pptsm_r50_uniform_8f": "pptsm_resnet50",
-    "pptsm_r101_dense_8f": "pptsm_resnet101",
-    "pptsm_mv2_8f": "pptsm_mobilenet_v2",
-    "pptsm_mv3_8f": "pptsm_mobilenet_v3_large",
-}
+VARIANTS = list_variants()
+BUILDERS = sorted({get_variant(name).builder for name in VARIANTS})
 # PaddleVideo layer names (probe files) of parameterless layers that we name differently.
 # "" is the whole recognizer: the MobileNet models have no head layer, PaddleVideo's is identity.
 PROBE_ALIASES = {
@@ -62,10 +60,16 @@ def state_layout(model: paddle.nn.Layer) -> list[list[Any]]:
             for key, value in model.state_dict().items()]
 
 
-def load_det_model(builder: str, manifest: dict[str, Any], det_weights: ModuleType) -> paddle.nn.Layer:
-    """Builds `builder`, loads the oracle's deterministic weights by name (strict), eval mode."""
-    model = build_model(builder, num_classes=manifest["output_shape"][1],
-                        num_seg=manifest["num_seg"])
+def variant_of_manifest(model_id: str) -> Variant:
+    """The first released variant whose checkpoint layout is the manifest `model_id`."""
+    return next(get_variant(name) for name in VARIANTS if get_variant(name).manifest == model_id)
+
+
+def load_det_model(model_id: str, manifest: dict[str, Any],
+                   det_weights: ModuleType) -> paddle.nn.Layer:
+    """Builds the manifest's variant, loads the oracle's deterministic weights by name (strict),
+    eval mode."""
+    model = variant_of_manifest(model_id).build(num_classes=manifest["output_shape"][1])
     report = load_state_dict_by_name(model, det_weights.det_state_dict(manifest), strict=True)
     assert report.complete and len(report.loaded) == manifest["n_tensors"]
     model.eval()
@@ -129,22 +133,26 @@ def forward(model: paddle.nn.Layer, clip: np.ndarray) -> np.ndarray:
 
 # --- registry and checkpoint layout ---------------------------------------------------------------
 
-def test_every_zoo_builder_is_registered() -> None:
-    assert set(ZOO.values()) <= set(list_models())
+def test_every_released_variant_and_its_architecture_is_registered() -> None:
+    assert list_models(released=True) == sorted(VARIANTS)
+    assert set(BUILDERS) <= set(list_models()) - set(VARIANTS)
 
 
-@pytest.mark.parametrize("model_id", list(ZOO))
-def test_state_dict_matches_paddlevideo_checkpoint_layout(model_id: str, load_manifest) -> None:
-    manifest = load_manifest(model_id)
-    model = build_model(ZOO[model_id], num_classes=manifest["output_shape"][1],
-                        num_seg=manifest["num_seg"])
+@pytest.mark.parametrize("name", VARIANTS)
+def test_state_dict_matches_paddlevideo_checkpoint_layout(name: str, load_manifest) -> None:
+    """The variant's network, as a name alone builds it, loads its checkpoint's layout."""
+    variant = get_variant(name)
+    manifest = load_manifest(variant.manifest)
+    model = build_model(name)
     layout = state_layout(model)
-    assert layout == manifest["state_dict"]
+    assert [tuple(entry) for entry in layout] == model_side_layout(manifest)
     assert sum(int(np.prod(shape)) for _, shape, _ in layout) == manifest["n_params"]
     assert model.export_name == manifest["model_name"]
+    assert [variant.num_seg, variant.num_classes] == [manifest["num_seg"],
+                                                      manifest["output_shape"][1]]
 
 
-@pytest.mark.parametrize("builder", list(ZOO.values()))
+@pytest.mark.parametrize("builder", BUILDERS)
 def test_num_classes_sets_the_classifier_width(builder: str) -> None:
     model = build_model(builder, num_classes=7)
     classifier_bias = list(model.state_dict().items())[-1]
@@ -158,7 +166,7 @@ def test_det_logits_and_activations_match_paddlevideo(model_id: str, reference_d
                                                       load_manifest, det_weights) -> None:
     manifest = load_manifest(model_id)
     probes = json.loads((reference_dir / "probes" / f"{model_id}.json").read_text())["probes"]
-    model = load_det_model(ZOO[model_id], manifest, det_weights)
+    model = load_det_model(model_id, manifest, det_weights)
     aliases = dict(PROBE_ALIASES, **(HEADLESS_PROBE_ALIASES if model.head is None else {}))
     names = [aliases.get(probe["name"], probe["name"]) for probe in probes]
 
@@ -185,13 +193,13 @@ def test_det_logits_and_activations_match_paddlevideo(model_id: str, reference_d
 def test_det_forward_without_reference_logits_is_finite(model_id: str, load_manifest,
                                                         det_weights) -> None:
     manifest = load_manifest(model_id)
-    model = load_det_model(ZOO[model_id], manifest, det_weights)
+    model = load_det_model(model_id, manifest, det_weights)
     logits = forward(model, det_weights.det_input(tuple(manifest["input_shape"])))
     assert list(logits.shape) == manifest["output_shape"]
     assert np.isfinite(logits).all() and logits.std() > 0
 
 
-@pytest.mark.parametrize("builder", list(ZOO.values()))
+@pytest.mark.parametrize("builder", BUILDERS)
 def test_clips_in_a_batch_are_classified_independently(builder: str, calibrate_bn) -> None:
     model = calibrated_small_model(builder, calibrate_bn)
     clips = small_clips(2, seed=2)

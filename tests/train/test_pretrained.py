@@ -3,6 +3,7 @@
 The checkpoints are written here as PaddleClas would save its classifiers: the backbone's tensors
 under PaddleClas names (both the names PaddleVideo's downloads use and PaddleClas' later
 "legendary" names), a 1000-class ImageNet classifier, and the `StructuredToParameterName@@` entry.
+Every network of the registry's released variants is initialised from the file its variant names.
 """
 from __future__ import annotations
 
@@ -17,9 +18,23 @@ import pytest
 from train.models import build_model
 from train.models.checkpoint import PARAM_NAME_TABLE_KEY
 from train.models.pretrained import PretrainedError, load_pretrained_backbone
+from train.models.variants import Variant, get_variant, list_variants
 
 IMAGENET_CLASSES = 1000
 SMALL_LCNET = {"num_classes": 4, "num_seg": 8, "width_mult": 0.25}
+# Backbone layers an ImageNet classifier file has no counterpart for: the video classifier that
+# MobileNet/PP-TSMv2 backbones hold (`fc`, `out`) and PP-TSMv2's temporal attention.
+VIDEO_ONLY_LAYERS = ("fc.", "out.", "global_attention.")
+
+
+def distinct_backbones() -> list[Variant]:
+    """One released variant per distinct backbone (frame count aside: it adds no parameter)."""
+    seen: dict[tuple, Variant] = {}
+    for name in list_variants():
+        variant = get_variant(name)
+        options = tuple(sorted((k, v) for k, v in variant.kwargs.items() if k != "num_seg"))
+        seen.setdefault((variant.builder, variant.imagenet_pretrained, options), variant)
+    return list(seen.values())
 
 
 def random_backbone_state(model: paddle.nn.Layer, seed: int) -> dict[str, np.ndarray]:
@@ -60,6 +75,30 @@ def to_legendary_resnet(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         else:
             renamed[f"blocks.{blocks.index(layer)}.{rest}"] = value
     return renamed
+
+
+@pytest.mark.parametrize("variant", distinct_backbones(), ids=lambda variant: variant.name)
+def test_released_variant_backbone_initialises_from_its_imagenet_file(variant: Variant,
+                                                                     tmp_path: Path) -> None:
+    """The file the variant's recipes start from, in the backbone's own PaddleClas names, fills
+    every backbone tensor but the video-only layers; the ImageNet classifier is skipped."""
+    paddle.seed(0)
+    model = variant.build()
+    source = random_backbone_state(model, 5)
+    imagenet = {key: value for key, value in source.items()
+                if not key.startswith(VIDEO_ONLY_LAYERS)}
+    feature_dim = 2048 if "resnet" in variant.builder else 1280  # input of the ImageNet classifier
+    path = save_paddleclas(tmp_path / variant.imagenet_pretrained, imagenet, "out", feature_dim)
+
+    report = load_pretrained_backbone(model, path)
+
+    assert not report.unplaced
+    assert sorted(report.classifier_skipped) == ["out.bias", "out.weight"]
+    assert sorted(report.not_initialised) == sorted(
+        "backbone." + key for key in source if key not in imagenet)
+    assert len(report.loaded) == len(imagenet)
+    loaded = backbone_arrays(model)
+    assert all(np.array_equal(loaded[key], value) for key, value in imagenet.items())
 
 
 def test_pplcnetv2_legendary_names_load_and_classifier_is_skipped(tmp_path: Path) -> None:

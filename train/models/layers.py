@@ -132,9 +132,9 @@ class TemporalShift(nn.Layer):
     def _shift_by_copies(self, x: paddle.Tensor) -> paddle.Tensor:
         """The same values as `F.temporal_shift`, built from reshape, slice and concat, which is
         what evaluation and export use. On CPU, Paddle Inference's `temporal_shift` kernel is a
-        per-element loop that cannot stay in oneDNN's blocked layout: it took 31% of PP-TSM R50's
-        fp32 time and 44% of its int8 time (2 threads, 8 frames, 224 px), while these copies
-        take a third of that; outputs are bit-identical."""
+        per-element loop that cannot stay in oneDNN's blocked layout, a large share of PP-TSM
+        R50's inference (more so in int8), while these copies stay in it and cost far less
+        (figures: README, "Speed: where the time goes"); outputs are bit-identical."""
         _, channels, height, width = x.shape
         backward = int(channels * self.shift_ratio)  # channels that take the previous frame
         forward = int(channels * 2 * self.shift_ratio)  # up to here: the next frame

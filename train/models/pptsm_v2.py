@@ -150,8 +150,8 @@ class TemporalAttention(nn.Layer):
 
     The mean is taken as a global average pool, then the mean over channels: equal to the
     mean over C*H*W up to float rounding (logits within 1e-6), and the pool runs in oneDNN.
-    Paddle Inference's CPU reduce_mean over [N*T, C, H, W] took 12 ms of PP-TSMv2 16f's ~230 ms
-    (2 threads); the pool and the small mean take 0.4 ms.
+    Paddle Inference's CPU reduce_mean over [N*T, C, H, W] is slow; the pool and the small mean
+    cost a small fraction of it (figures: README, "Speed: where the time goes").
     """
 
     def __init__(self, num_seg: int) -> None:

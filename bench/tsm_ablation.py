@@ -24,6 +24,7 @@ for a short run. All numbers come from one run on a shared CPU; rerun for spread
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ VARIANTS = ("tsm", "no_shift", "student", "student_kd")
 def _kd_section(teacher_checkpoint: Path) -> dict[str, Any]:
     """The `tsm` network as the frozen teacher: the demo recipe's model (frames, depth) at the
     teacher's width."""
-    model = dict(load_config(DEMO_RECIPE)["model"])
+    model = load_config(DEMO_RECIPE).model.as_dict()
     return {"mode": "kd",
             "teacher": {**model, "width_mult": TEACHER_WIDTH, "use_temporal_att": False,
                         "checkpoint": str(teacher_checkpoint)},
@@ -108,9 +109,10 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     for name, overrides, distillation in _variants(args.out):
         if name not in args.variants:
             continue
-        cfg = load_config(DEMO_RECIPE, [*common, *overrides, f"train.output_dir={args.out / name}"])
-        if distillation:
-            cfg["distillation"] = distillation
+        # JSON is YAML: the distillation section goes in as one override, checked like the rest.
+        extra = [f"distillation={json.dumps(distillation)}"] if distillation else []
+        cfg = load_config(DEMO_RECIPE, [*common, *overrides, *extra,
+                                        f"train.output_dir={args.out / name}"])
         print(f"== {name}", flush=True)
         start = time.perf_counter()
         result = train(cfg, progress=not args.no_progress)
@@ -119,7 +121,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                                      progress=False)
         in_pair, direction = pair_scores(np.asarray(report["confusion"]),
                                          opposite_pairs(label_names(cfg)))
-        rows.append({"variant": name, "width": cfg["model"]["width_mult"],
+        rows.append({"variant": name, "width": cfg.model.options["width_mult"],
                      "val_top1": result.best_top1, "test_top1": report["top1"],
                      "pair_acc": in_pair, "direction_acc": direction, "train_s": seconds})
     return rows

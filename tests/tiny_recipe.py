@@ -3,6 +3,10 @@ training epoch on the `--quick` synthetic set takes seconds on 2 cores."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from train.config import TrainConfig
+from train.config_reader import read_section
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_RECIPE = REPO_ROOT / "train" / "configs" / "demo" / "pptsmv2_lcnet_synthetic_demo.yaml"
@@ -16,6 +20,12 @@ def tiny_overrides(root: Path, out: Path, epochs: int, *extra: str) -> list[str]
     """`key=value` overrides of a tiny run on the dataset at `root`, writing to `out`."""
     return [f"data.root={root}", f"train.output_dir={out}", f"train.epochs={epochs}",
             *TINY_OVERRIDES, *extra]
+
+
+def train_section(**keys: Any) -> TrainConfig:
+    """A recipe's `train` section read from `keys` as the loader reads it (one epoch unless
+    given), for tests of what the trainer does with one of its keys."""
+    return read_section(TrainConfig, {"epochs": 1, **keys}, "train")
 
 
 def as_cli(overrides: list[str]) -> list[str]:

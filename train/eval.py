@@ -22,7 +22,7 @@ import numpy as np
 
 from serving.core.preprocess.pipeline import SAMPLING_MODES
 from serving.core.postprocess import softmax
-from train.config import ConfigError, load_config
+from train.config import ConfigError, Recipe, load_config
 from train.data.datasets import build_dataset, label_names
 from train.data.loader import build_loader
 from train.engine.evaluate import predict_logits, scores_from_logits
@@ -32,20 +32,20 @@ from train.recipe import build_model_from_config
 
 
 
-def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: Path, mode: str, split: str,
+def evaluate_checkpoint(cfg: Recipe, checkpoint: Path, mode: str, split: str,
                         batch_size: Optional[int] = None, progress: bool = True) -> dict[str, Any]:
     """The report of `checkpoint` on the recipe's `<split>_list` in `mode`."""
     labels = label_names(cfg)
     dataset = build_dataset(cfg, split, mode)
     model = build_model_from_config(cfg, num_classes=len(labels))
     load_state_dict_by_name(model, checkpoint)
-    batch = batch_size or (1 if mode == "dense" else int(cfg.get("train", {}).get("batch_size", 8)))
-    loader = build_loader(dataset, int(cfg["data"].get("num_workers", 0)), batch_size=batch)
+    batch = batch_size or (1 if mode == "dense" else cfg.train.batch_size)
+    loader = build_loader(dataset, cfg.data.num_workers, batch_size=batch)
     logits, truth = predict_logits(model, loader, dataset.spec.num_seg, f"eval {mode}", progress)
     result = scores_from_logits(logits, truth, len(labels))
     probabilities = softmax(logits.astype(np.float64))
     predicted = np.argsort(-logits, axis=1)[:, 0]
-    return {"config": cfg.get("_source"), "checkpoint": str(checkpoint), "split": split,
+    return {"config": cfg.source, "checkpoint": str(checkpoint), "split": split,
             "mode": mode, "labels": labels, **result.to_dict(labels),
             "predictions": [{"path": str(sample.path), "label": sample.label,
                              "predicted": int(index), "score": float(probs[index])}

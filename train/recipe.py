@@ -1,30 +1,28 @@
-"""Turns a recipe's sections into objects: the model (via the registry) and the
-preprocessing spec (the one that is recorded in the exported metadata).
+"""Turns a recipe's sections into objects: the model, through the registry.
 
 `model.temporal_shift: false` (default true) builds the same network with every temporal shift
 replaced by the identity: a per-frame 2D CNN whose clip score is an order-blind average, the
-control for measuring what the shift contributes (bench/tsm_ablation.py).
+control for measuring what the shift contributes (bench/tsm_ablation.py). The preprocessing
+the exporter records is the recipe's own `preprocess` section (`recipe.preprocess`).
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import paddle.nn as nn
 
-from serving.core.metadata import PreprocessSpec
-from train.config import section
+from train.config import Recipe
 from train.models import build_model
 from train.models.layers import TemporalShift
 
 
-def build_model_from_config(cfg: dict[str, Any], num_classes: Optional[int] = None) -> nn.Layer:
-    model_cfg = dict(section(cfg, "model"))
-    name = model_cfg.pop("name")
-    shift = model_cfg.pop("temporal_shift", True)
+def build_model_from_config(recipe: Recipe, num_classes: Optional[int] = None) -> nn.Layer:
+    """The recipe's `model` (with `num_classes` outputs when given)."""
+    options = dict(recipe.model.options)
     if num_classes is not None:
-        model_cfg["num_classes"] = num_classes
-    model = build_model(name, **model_cfg)
-    if not shift:
+        options["num_classes"] = num_classes
+    model = build_model(recipe.model.name, **options)
+    if not recipe.model.temporal_shift:
         disable_temporal_shift(model)
     return model
 
@@ -37,16 +35,3 @@ def disable_temporal_shift(model: nn.Layer) -> int:
     for parent, name in targets:
         setattr(parent, name, nn.Identity())
     return len(targets)
-
-
-def preprocess_spec_from_config(cfg: dict[str, Any]) -> PreprocessSpec:
-    raw = dict(section(cfg, "preprocess"))
-    for key in ("mean", "std"):
-        if key in raw:
-            raw[key] = tuple(float(v) for v in raw[key])
-    spec = PreprocessSpec(**raw)
-    spec.validate()
-    model_seg = section(cfg, "model").get("num_seg")
-    if model_seg is not None and model_seg != spec.num_seg:
-        raise ValueError(f"preprocess.num_seg ({spec.num_seg}) must equal model.num_seg ({model_seg})")
-    return spec

@@ -19,12 +19,11 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 if __package__ in (None, ""):  # run as a file (the launcher): import `train` from the repo root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from train.config import ConfigError, load_config, positive_int  # noqa: E402
+from train.config import ConfigError, Recipe, load_config, positive_int  # noqa: E402
 
 
 def _configure_logging() -> None:
@@ -46,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging()
     try:
         cfg = load_config(args.config, args.override)
-        nproc = positive_int(args.nproc if args.nproc is not None
-                             else cfg.get("train", {}).get("processes", 1), "--nproc / train.processes")
+        nproc = (positive_int(args.nproc, "--nproc") if args.nproc is not None
+                 else cfg.train.processes)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -58,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     return run(cfg, args.resume, not args.no_progress)
 
 
-def run(cfg: dict[str, Any], resume: bool, progress: bool) -> int:
+def run(cfg: Recipe, resume: bool, progress: bool) -> int:
     """Trains in this process (one rank of a group, or alone); rank 0 prints the summary."""
     import paddle.distributed as dist
     from train.engine.trainer import train
@@ -88,14 +87,14 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _worker(cfg: dict[str, Any], resume: bool, progress: bool, parent_pid: int) -> None:
+def _worker(cfg: Recipe, resume: bool, progress: bool, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     _configure_logging()  # a spawned process starts with none
     if run(cfg, resume, progress) != 0:
         raise SystemExit(2)  # spawn reports a worker's failure by raising in the parent
 
 
-def _spawn_workers(cfg: dict[str, Any], resume: bool, progress: bool, nproc: int) -> int:
+def _spawn_workers(cfg: Recipe, resume: bool, progress: bool, nproc: int) -> int:
     import paddle.distributed as dist
 
     print(f"training with {nproc} data-parallel processes", flush=True)

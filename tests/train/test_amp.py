@@ -11,7 +11,8 @@ import paddle
 import pytest
 
 from tests.tiny_recipe import DEMO_RECIPE, tiny_overrides
-from train.config import ConfigError, load_config
+from tests.tiny_recipe import train_section
+from train.config import ConfigError, OptimizerConfig, load_config
 from train.engine.amp import AmpSettings, MixedPrecision, amp_settings
 from train.engine.checkpoints import SCALER_CHECKPOINT, TrainState, load_scaler_state, save_latest
 from train.engine.losses import MixedTargets
@@ -25,8 +26,8 @@ BFLOAT16 = paddle.amp.is_bfloat16_supported()
 
 
 def test_amp_is_off_unless_asked_for() -> None:
-    assert amp_settings({}) == AmpSettings(enabled=False)
-    assert amp_settings({"amp": {"enabled": False, "dtype": "float16"}}).enabled is False
+    assert amp_settings(train_section().amp) == AmpSettings(enabled=False)
+    assert amp_settings(train_section(amp={"enabled": False, "dtype": "float16"}).amp).enabled is False
     precision = MixedPrecision(AmpSettings())
     assert precision.scaler is None and precision.state_dict() == {}
 
@@ -40,13 +41,13 @@ def test_amp_is_off_unless_asked_for() -> None:
 ])
 def test_bad_settings_are_refused(block: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        amp_settings({"amp": block})
+        amp_settings(train_section(amp=block).amp)
 
 
 @pytest.mark.skipif(FLOAT16, reason="this device runs float16 AMP")
 def test_float16_on_a_device_without_it_is_refused() -> None:
     with pytest.raises(ConfigError) as error:
-        amp_settings({"amp": {"enabled": True, "dtype": "float16", "level": "O1"}})
+        amp_settings(train_section(amp={"enabled": True, "dtype": "float16", "level": "O1"}).amp)
     message = str(error.value)
     assert "train.amp: float16 AMP is not supported on device" in message
     assert ("train.amp.dtype=bfloat16" if BFLOAT16 else "train.amp.enabled=false") in message
@@ -58,7 +59,7 @@ def test_bfloat16_on_a_device_without_it_is_refused() -> None:
     CUDAPlace, XPUPlace, and CustomPlace, current place is Place(cpu), so it makes no effect'
     and the CPU matmul kernel has no bfloat16 version; the recipe is refused instead."""
     with pytest.raises(ConfigError, match="train.amp: bfloat16 AMP is not supported on device"):
-        amp_settings({"amp": {"enabled": True, "dtype": "bfloat16", "level": "O1"}})
+        amp_settings(train_section(amp={"enabled": True, "dtype": "bfloat16", "level": "O1"}).amp)
 
 
 @pytest.mark.skipif(FLOAT16 and BFLOAT16, reason="this device runs both AMP dtypes")
@@ -76,9 +77,10 @@ def test_bfloat16_amp_trains_a_tiny_model() -> None:
     paddle.seed(0)
     model = build_model("pptsm_v2_lcnet", num_classes=4, num_seg=4, width_mult=0.25, dropout=0.0)
     before = [parameter.numpy().copy() for parameter in model.parameters()]
-    precision = MixedPrecision(amp_settings({"amp": {"enabled": True, "dtype": "bfloat16"}}))
+    precision = MixedPrecision(amp_settings(train_section(amp={"enabled": True,
+                                                               "dtype": "bfloat16"}).amp))
     assert precision.scaler is None  # bfloat16 needs no loss scaling
-    opt_cfg = {"name": "adamw", "lr": 0.002}
+    opt_cfg = OptimizerConfig(name="adamw", lr=0.002)
     schedule = build_lr_schedule(opt_cfg, steps_per_epoch=3, epochs=1, batch_size=2)
     optimizer = build_optimizer(opt_cfg, model.parameters(), schedule)
     clips = paddle.to_tensor(np.random.RandomState(0).randn(2, 4, 3, 32, 32).astype("float32"))

@@ -19,7 +19,7 @@ from train.config import load_config
 from train.data.datasets import build_dataset
 from serving.core.list_file import read_list_file
 from train.engine.checkpoints import paddlevideo_student_state
-from train.recipe import build_model_from_config, preprocess_spec_from_config
+from train.recipe import build_model_from_config
 
 CLIPS = 3  # dense evaluation runs 30 views per clip: keep the list short
 
@@ -49,8 +49,8 @@ def _service_predictions(model: paddle.nn.Layer, overrides: list[str],
                          mode: str) -> list[tuple[int, float]]:
     """(top-1 class, its probability) of each clip the way the service computes them."""
     cfg = load_config(DEMO_RECIPE, overrides)
-    spec = preprocess_spec_from_config(cfg)
-    samples = read_list_file(cfg["data"]["test_list"], cfg["data"]["root"])
+    spec = cfg.preprocess
+    samples = read_list_file(cfg.data.test_list, cfg.data.root)
     predictions = []
     with paddle.no_grad():
         for sample in samples:

@@ -7,6 +7,7 @@ video frames.
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 
 from serving.core.preprocess.decode import decode_all
 from tests.tiny_recipe import DEMO_RECIPE, REPO_ROOT, TINY_OVERRIDES
-from train.config import ConfigError, load_config
+from train.config import ConfigError, Recipe, load_config
 from train.data.datasets import build_dataset
 from train.data.frame_folder import count_frames, jpeg_round_trip
 from serving.core.list_file import Sample, read_list_file
@@ -26,7 +27,7 @@ from train.data.video_dataset import IndexChooser, read_video_clip
 MODES = ("train", "uniform", "dense")
 
 
-def _config(root: Path, data_format: str) -> dict:
+def _config(root: Path, data_format: str) -> Recipe:
     val_list = "val_frames.list" if data_format == "frames" else "val.list"
     return load_config(DEMO_RECIPE, [f"data.root={root}", f"data.format={data_format}",
                                      f"data.val_list={val_list}", *TINY_OVERRIDES])
@@ -94,6 +95,6 @@ def test_extraction_is_resumable(quick_dataset: Path, tmp_path: Path) -> None:
 
 def test_frames_format_refuses_a_video_list(quick_dataset: Path) -> None:
     cfg = _config(quick_dataset, "frames")
-    cfg["data"]["val_list"] = "val.list"
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val_list="val.list"))
     with pytest.raises(ConfigError, match="make frames"):
         build_dataset(cfg, "val", "uniform")

@@ -7,7 +7,7 @@ import numpy as np
 import paddle
 import pytest
 
-from train.config import ConfigError
+from train.config import ConfigError, OptimizerConfig
 from train.engine.freeze_bn import freeze_batch_norms
 from train.engine.losses import MixedTargets
 from train.engine.objective import SupervisedCriterion
@@ -30,7 +30,7 @@ def _train_steps(mode: str, steps: int = 2) -> tuple[list, list, list, paddle.op
     model = build_model("pptsm_v2_lcnet", num_classes=4, num_seg=4, width_mult=0.25, dropout=0.0)
     frozen = freeze_batch_norms(model, mode)
     before = _bn_values(model)
-    opt_cfg = {"name": "adamw", "lr": 0.01}
+    opt_cfg = OptimizerConfig(name="adamw", lr=0.01)
     schedule = build_lr_schedule(opt_cfg, steps_per_epoch=steps, epochs=1, batch_size=2)
     optimizer = build_optimizer(opt_cfg, [p for p in model.parameters() if not p.stop_gradient],
                                 schedule)

@@ -8,7 +8,8 @@ import numpy as np
 import paddle
 import pytest
 
-from train.config import ConfigError
+from tests.tiny_recipe import train_section as _train_section
+from train.config import ConfigError, OptimizerConfig
 from train.engine.amp import AmpSettings, MixedPrecision
 from train.engine.checkpoints import TrainState
 from train.engine.objective import Objective, SupervisedCriterion
@@ -36,7 +37,7 @@ def _train_epoch(batches: list[Batch], accumulate: int) -> tuple[list[np.ndarray
     """One epoch of the trainer's loop over `batches` on `_mlp()` with momentum (nesterov) and
     weight decay; (the weights after it, the train state)."""
     network = _mlp()
-    opt_cfg = {"name": "momentum", "lr": 0.5, "weight_decay": 0.001}
+    opt_cfg = OptimizerConfig(name="momentum", lr=0.5, weight_decay=0.001)
     schedule = build_lr_schedule(opt_cfg, len(batches) // accumulate, epochs=1, batch_size=8)
     optimizer = build_optimizer(opt_cfg, network.parameters(), schedule)
     steps = _Steps(network, Objective(network, network, SupervisedCriterion()), optimizer,
@@ -75,8 +76,8 @@ def test_batches_left_over_from_the_last_step_are_not_used() -> None:
                                            (5, "exceeds the 4 training batches")])
 def test_bad_accumulate_steps_are_refused(value: object, message: str) -> None:
     with pytest.raises(ConfigError, match=f"train.accumulate_steps: .*{message}"):
-        _accumulate_steps({"accumulate_steps": value}, batches=4)
+        _accumulate_steps(_train_section(accumulate_steps=value), batches=4)
 
 
 def test_accumulate_steps_defaults_to_one() -> None:
-    assert _accumulate_steps({}, batches=4) == 1
+    assert _accumulate_steps(_train_section(), batches=4) == 1

@@ -6,7 +6,7 @@ import numpy as np
 import paddle
 import pytest
 
-from train.config import ConfigError
+from train.config import ConfigError, OptimizerConfig
 from train.engine.optim import apply_lr_multipliers, build_optimizer
 
 
@@ -20,7 +20,7 @@ class TwoLayers(paddle.nn.Layer):
         return self.second(paddle.tanh(self.first(x)))
 
 
-def _one_step(optimizer_cfg: dict, multipliers: dict) -> tuple[dict, dict, list[str]]:
+def _one_step(optimizer_cfg: OptimizerConfig, multipliers: dict) -> tuple[dict, dict, list[str]]:
     """Weights before and after one step on a fixed batch."""
     paddle.seed(0)
     model = TwoLayers()
@@ -35,7 +35,7 @@ def _one_step(optimizer_cfg: dict, multipliers: dict) -> tuple[dict, dict, list[
 
 
 def test_sgd_update_of_a_prefixed_layer_is_scaled_exactly() -> None:
-    sgd = {"name": "momentum", "momentum": 0.0, "nesterov": False}
+    sgd = OptimizerConfig(name="momentum", momentum=0.0, nesterov=False)
     before, plain, _ = _one_step(sgd, {})
     _, scaled, changed = _one_step(sgd, {"first": 0.25})
     assert sorted(changed) == ["first.bias", "first.weight"]
@@ -47,7 +47,7 @@ def test_sgd_update_of_a_prefixed_layer_is_scaled_exactly() -> None:
 
 
 def test_adamw_leaves_a_zero_multiplier_layer_unchanged() -> None:
-    before, after, changed = _one_step({"name": "adamw", "weight_decay": 0.0},
+    before, after, changed = _one_step(OptimizerConfig(name="adamw", weight_decay=0.0),
                                        {"second.weight": 0.0})
     assert changed == ["second.weight"]
     np.testing.assert_array_equal(after["second.weight"], before["second.weight"])

@@ -1,4 +1,4 @@
-"""Precise BN: when the recipe's `precise_bn` block (or `precise_bn_batches`)
+"""Precise BN: when the recipe's `precise_bn` block
 recomputes the statistics, that the recomputation leaves frozen BNs alone, and a tiny real run
 of the trainer that recomputes on PaddleVideo's epochs with partial BN frozen."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import paddle
 import pytest
 
-from tests.tiny_recipe import DEMO_RECIPE, REPO_ROOT, tiny_overrides
+from tests.tiny_recipe import DEMO_RECIPE, REPO_ROOT, tiny_overrides, train_section
 from train.config import ConfigError, load_config
 from train.engine.freeze_bn import freeze_batch_norms
 from train.engine.layer_modes import batch_norms
@@ -28,23 +28,25 @@ def _due_epochs(schedule: PreciseBNSchedule, epochs: int) -> list[int]:
 
 def test_block_recomputes_on_paddlevideos_epochs() -> None:
     """PaddleVideo: 0-based `epoch % interval == 0 or epoch == epochs - 1`."""
-    schedule = precise_bn_schedule({"precise_bn": {"interval_epochs": 5, "num_iters": 200}})
+    schedule = precise_bn_schedule(train_section(precise_bn={"interval_epochs": 5,
+                                                             "num_iters": 200}))
     assert schedule == PreciseBNSchedule(num_batches=200, interval_epochs=5)
     assert _due_epochs(schedule, 12) == [0, 5, 10, 11]
     assert _due_epochs(schedule, 11) == [0, 5, 10]
-    assert _due_epochs(precise_bn_schedule({"precise_bn": {"num_iters": 3}}), 3) == [0, 1, 2]
-    assert precise_bn_schedule({"precise_bn": {}}) == PreciseBNSchedule(200, 1)  # PaddleVideo's
+    assert _due_epochs(precise_bn_schedule(train_section(precise_bn={"num_iters": 3})), 3) == \
+        [0, 1, 2]
+    assert precise_bn_schedule(train_section(precise_bn={})) == PreciseBNSchedule(200, 1)
 
 
-def test_precise_bn_batches_recomputes_before_every_validation() -> None:
-    assert _due_epochs(precise_bn_schedule({"precise_bn_batches": 8}), 4) == [0, 1, 2, 3]
-    assert _due_epochs(precise_bn_schedule({}), 4) == []
-    assert _due_epochs(precise_bn_schedule({"precise_bn": None, "precise_bn_batches": 0}), 4) == []
+def test_no_block_never_recomputes() -> None:
+    assert _due_epochs(precise_bn_schedule(train_section()), 4) == []
+    assert _due_epochs(precise_bn_schedule(train_section(precise_bn=None)), 4) == []
 
 
 @pytest.mark.parametrize("train_cfg,message", [
-    ({"precise_bn": {"interval_epochs": 5, "num_iters": 200}, "precise_bn_batches": 8},
-     "both set"),
+    # The old alias is gone; its canonical name is suggested.
+    ({"precise_bn_batches": 8}, "train.precise_bn_batches: unknown key; did you mean "
+                                "train.precise_bn[?]"),
     ({"precise_bn": {"interval_epochs": 0}}, "train.precise_bn.interval_epochs"),
     ({"precise_bn": {"num_iters": 200, "every": 5}}, "train.precise_bn"),
     ({"precise_bn": {"num_iters": 0}}, "train.precise_bn.num_iters"),
@@ -53,21 +55,21 @@ def test_precise_bn_batches_recomputes_before_every_validation() -> None:
 ])
 def test_bad_settings_are_refused(train_cfg: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        precise_bn_schedule(train_cfg)
+        precise_bn_schedule(train_section(**train_cfg))
 
 
 @pytest.mark.parametrize("recipe", OFFICIAL_RECIPES, ids=lambda path: path.name)
 def test_official_recipes_schedule(recipe: Path) -> None:
     """PP-TSM recipes carry PaddleVideo's PRECISEBN (every 5 epochs, 200 batches); PP-TSMv2's
     have none, as in PaddleVideo."""
-    schedule = precise_bn_schedule(load_config(recipe)["train"])
+    schedule = precise_bn_schedule(load_config(recipe).train)
     expected = 0 if "/v2/" in str(recipe) else 200
     assert schedule.num_batches == expected
     assert schedule.interval_epochs == (5 if expected else 1)
 
 
 def test_demo_recipe_recomputes_every_fifth_epoch() -> None:
-    schedule = precise_bn_schedule(load_config(DEMO_RECIPE)["train"])
+    schedule = precise_bn_schedule(load_config(DEMO_RECIPE).train)
     assert schedule == PreciseBNSchedule(num_batches=8, interval_epochs=5)
 
 

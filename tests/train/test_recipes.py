@@ -12,22 +12,36 @@ ResNet50 export (~20 s) on 2 cores.
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
 import numpy as np
 import pytest
+import yaml
 
 from serving.core.metadata import load_meta
 from serving.core.predictor import Predictor, PredictorSettings
 from tests.train.test_models_pptsmv2 import model_side_layout
 from tests.train.test_models_zoo import state_layout
 from train import export
-from train.config import load_config
+from serving.core.metadata import PreprocessSpec
+from train.config import (
+    AmpSettings,
+    ConfigError,
+    DataConfig,
+    ExportConfig,
+    ModelConfig,
+    OptimizerConfig,
+    Recipe,
+    TrainConfig,
+    load_config,
+)
+from train.data.train_transforms import TrainAugment
 from serving.core.list_file import read_label_list
 from train.models.checkpoint import PARAM_NAME_TABLE_KEY
-from train.recipe import build_model_from_config, preprocess_spec_from_config
+from train.recipe import build_model_from_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_ROOT = REPO_ROOT / "train" / "configs"
@@ -39,6 +53,7 @@ MANIFEST_IDS = ("pptsm_r50_uniform_8f", "pptsm_r101_dense_8f", "pptsm_mv2_8f", "
 # Recipes without a manifest of their own, and the manifest of the same network.
 SAME_NETWORK_AS = {"pptsm/pptsm_k400_frames_dense.yaml": "pptsm_r50_uniform_8f",
                    "pptsm/pptsm_k400_frames_uniform_kd.yaml": "pptsm_r50_uniform_8f",
+                   "pptsm/pptsm_k400_videos_uniform.yaml": "pptsm_r50_uniform_8f",
                    "pptsm/v2/pptsm_lcnet_k400_8frames_uniform_dml_distillation.yaml":
                        "pptsmv2_lcnet_8f"}
 
@@ -84,8 +99,8 @@ def test_recipe_builds_the_official_checkpoint_layout(model_id: str, recipe: str
     model = build_model_from_config(cfg, num_classes=len(labels))
     assert [tuple(entry) for entry in state_layout(model)] == model_side_layout(manifest)
     assert model.export_name == manifest["model_name"]
-    spec = preprocess_spec_from_config(cfg)
-    assert spec.num_seg == manifest["num_seg"] == cfg["model"]["num_seg"]
+    spec = cfg.preprocess
+    assert spec.num_seg == manifest["num_seg"] == cfg.model.options["num_seg"]
     assert (spec.scale_size, spec.crop_size) == (256, manifest["input_shape"][-1])
     assert len(labels) == manifest["output_shape"][1]
 
@@ -98,7 +113,7 @@ def test_shipped_label_list_is_the_kinetics400_list(reference_dir: Path) -> None
 
 def test_dense_recipes_preprocess_ten_clips_of_three_crops() -> None:
     for name in ("pptsm_k400_frames_dense.yaml", "pptsm_k400_frames_dense_r101.yaml"):
-        spec = preprocess_spec_from_config(load_config(CONFIG_ROOT / "pptsm" / name))
+        spec = load_config(CONFIG_ROOT / "pptsm" / name).preprocess
         assert (spec.sampling, spec.dense_clips, spec.dense_crops, spec.dense_span) == \
             ("dense", 10, 3, 64)
 
@@ -146,3 +161,94 @@ def test_export_parity_bound_grows_with_the_size_of_the_logits() -> None:
     assert export.parity_bound(np.zeros((2, 8), dtype=np.float32)) == pytest.approx(export.PARITY_ATOL)
     assert export.parity_bound(np.array([[-70.0, 3.0]])) == pytest.approx(
         export.PARITY_ATOL + 70 * export.PARITY_RTOL)
+
+
+# --- the typed recipe: every key checked once, at load ---------------------------------------------
+
+RECIPES = sorted(path for path in CONFIG_ROOT.rglob("*.yaml") if "data" not in path.parts)
+DEMO = CONFIG_ROOT / "demo" / "pptsmv2_lcnet_synthetic_demo.yaml"
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda path: path.name)
+def test_every_recipe_loads_into_typed_sections(path: Path) -> None:
+    """And its model section is recorded as written (what the exporter puts in model_meta.json)."""
+    recipe = load_config(path)
+    raw = yaml.safe_load(path.read_text())
+    assert isinstance(recipe, Recipe) and recipe.source == str(path)
+    assert recipe.model.as_dict() == raw["model"]
+    assert recipe.train.epochs == raw["train"]["epochs"]
+    assert recipe.preprocess.num_seg == raw["preprocess"]["num_seg"]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.epoch=3", "train.epoch: unknown key; did you mean train.epochs?"),
+    ("traing.epochs=3", "traing: unknown key; did you mean train?"),
+    ("model.num_segs=8", "model.num_segs: unknown key; did you mean model.num_seg?"),
+    ("optimizer.warmup_epoch=2", "did you mean optimizer.warmup_epochs?"),
+    ("data.formt=video", "data.formt: unknown key; did you mean data.format?"),
+    ("distillation.mode=kd", "distillation.teacher: missing"),
+])
+def test_unknown_keys_from_overrides_are_refused_with_the_closest_known_one(
+        override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(DEMO, [override])
+
+
+def test_unknown_keys_in_the_file_are_refused(tmp_path: Path) -> None:
+    text = DEMO.read_text()
+    cases = [(text.replace("\ntrain:", "\ntrian:", 1), "trian: unknown key; did you mean train?"),
+             (text.replace("  epochs: 20", "  epoch: 20", 1),
+              "train.epoch: unknown key; did you mean train.epochs?"),
+             (text.replace("  flip: false", "  flips: false", 1),
+              "augment.flips: unknown key; did you mean augment.flip?")]
+    for index, (changed, message) in enumerate(cases):
+        path = tmp_path / f"recipe{index}.yaml"
+        path.write_text(changed)
+        with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
+            load_config(path)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.epochs=three", "train.epochs: expected a positive integer, got 'three'"),
+    ("train.batch_size=true", "train.batch_size: expected a positive integer, got True"),
+    ("train.amp.enabled=1", "train.amp.enabled: expected true or false, got 1"),
+    ("optimizer.lr=[0.1]", "optimizer.lr: expected a number >= 0, got [0.1]"),
+    ("model.num_seg=four", "model.num_seg: expected an integer, got 'four'"),
+    ("preprocess.mean=[0.5, 0.5]", "preprocess.mean: expected 3 values"),
+    ("optimizer.name=sgd", "optimizer.name: one of momentum, adamw, got 'sgd'"),
+    ("data.format=frame", "data.format: one of video, frames, got 'frame' (did you mean frames?)"),
+    ("model.name=pptsm_resnet5", "model.name: unknown model 'pptsm_resnet5'; did you mean "
+                                 "pptsm_resnet50?"),
+    ("preprocess.num_seg=8", "preprocess.num_seg (8) must equal model.num_seg (4)"),
+    ("optimizer.schedule=piecewise", "optimizer.boundaries_epochs: required by schedule piecewise"),
+])
+def test_bad_values_are_refused_naming_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(DEMO, [override])
+
+
+def test_defaults_come_from_the_section_dataclasses(tmp_path: Path) -> None:
+    """A recipe of the required keys alone gets every other value from the dataclasses."""
+    path = tmp_path / "minimal.yaml"
+    path.write_text("model: {name: pptsm_mobilenet_v2}\npreprocess: {num_seg: 8}\n"
+                    "train: {epochs: 1}\n")
+    recipe = load_config(path)
+    assert (recipe.data, recipe.optimizer, recipe.export) == (DataConfig(), OptimizerConfig(),
+                                                              ExportConfig())
+    assert recipe.train == TrainConfig(epochs=1) and recipe.train.amp == AmpSettings()
+    assert recipe.augment == TrainAugment() and recipe.preprocess == PreprocessSpec(num_seg=8)
+    assert recipe.model == ModelConfig(name="pptsm_mobilenet_v2") and recipe.distillation is None
+    assert label_list_path_of(recipe) == Path(".") / DataConfig().label_list
+
+
+def label_list_path_of(recipe: Recipe) -> Path:
+    return export.label_list_path(recipe)
+
+
+def test_the_trainer_refuses_an_unknown_override_before_any_work(tmp_path: Path, capsys) -> None:
+    from train import train as train_cli
+
+    out = tmp_path / "run"
+    code = train_cli.main(["-c", str(DEMO), "-o", f"train.output_dir={out}", "-o", "train.epoch=3"])
+    assert code == 2 and not out.exists()
+    assert "train.epoch: unknown key; did you mean train.epochs?" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from serving.core.metadata import PreprocessSpec
+from train.config import OptimizerConfig
 from train.data.train_transforms import sample_train_indices
 from train.engine.optim import build_lr_schedule
 
@@ -28,8 +29,8 @@ def test_dense_train_clip_of_a_short_video_starts_at_zero(num_frames: int) -> No
 
 
 def test_lr_scaling_by_batch_scales_warmup_start_and_peak() -> None:
-    cfg = {"lr": 0.005, "warmup_start_lr": 0.0025, "warmup_epochs": 1, "scale_lr_by_batch": True,
-           "reference_batch_size": 64}
+    cfg = OptimizerConfig(lr=0.005, warmup_start_lr=0.0025, warmup_epochs=1,
+                          scale_lr_by_batch=True, reference_batch_size=64)
     schedule = build_lr_schedule(cfg, steps_per_epoch=4, epochs=3, batch_size=8)
     rates = []
     for _ in range(5):

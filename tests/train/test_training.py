@@ -14,7 +14,7 @@ import paddle
 import pytest
 
 from tests.tiny_recipe import DEMO_RECIPE, REPO_ROOT, as_cli, tiny_overrides
-from train.config import load_config
+from train.config import OptimizerConfig, load_config
 from train.engine.losses import MixedTargets, smoothed_cross_entropy
 from train.engine.objective import SupervisedCriterion
 from train.engine.optim import build_lr_schedule, build_optimizer
@@ -64,9 +64,9 @@ def test_the_r50_synthetic_recipe_trains_the_full_resnet50(quick_dataset: Path,
     assert done.returncode == 0, done.stderr[-2000:]
     cfg = load_config(recipe)
     state = paddle.load(str(out / "best.pdparams"))
-    full = build_model("pptsm_resnet50", num_classes=8, num_seg=cfg["model"]["num_seg"])
+    full = build_model("pptsm_resnet50", num_classes=8, num_seg=cfg.model.options["num_seg"])
     assert sorted(state) == sorted(full.state_dict())
-    assert cfg["preprocess"]["num_seg"] == cfg["model"]["num_seg"]
+    assert cfg.preprocess.num_seg == cfg.model.options["num_seg"]
 
 
 @pytest.mark.parametrize("accumulate", [1, 2])
@@ -84,7 +84,7 @@ def test_training_writes_checkpoints_and_resumes(quick_dataset: Path, tmp_path: 
     scheduler = paddle.load(str(out / "latest.pdopt"))["LR_Scheduler"]
     assert scheduler["last_epoch"] == state["global_step"] == (16 // 4) // accumulate
     # Warm-up over exactly one epoch: the step that ends it reaches the recipe's peak LR.
-    assert scheduler["last_lr"] == pytest.approx(load_config(DEMO_RECIPE)["optimizer"]["lr"])
+    assert scheduler["last_lr"] == pytest.approx(load_config(DEMO_RECIPE).optimizer.lr)
 
     _train(quick_dataset, out, 2, "--resume", *extra)
     state = json.loads((out / "latest.json").read_text())
@@ -119,7 +119,7 @@ def test_a_few_steps_decrease_the_loss_for_every_family(builder: str) -> None:
     model = build_model(builder, num_classes=4, num_seg=4, **FAMILIES[builder])
     clips = paddle.to_tensor(np.random.RandomState(0).randn(2, 4, 3, 32, 32).astype("float32"))
     targets = MixedTargets.unmixed(paddle.to_tensor([0, 3]))
-    opt_cfg = {"name": "adamw", "lr": 0.002, "schedule": "warmup_cosine"}
+    opt_cfg = OptimizerConfig(name="adamw", lr=0.002, schedule="warmup_cosine")
     schedule = build_lr_schedule(opt_cfg, steps_per_epoch=6, epochs=1, batch_size=4)
     optimizer = build_optimizer(opt_cfg, model.parameters(), schedule)
     criterion = SupervisedCriterion(smoothing=0.1)

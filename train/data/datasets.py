@@ -8,50 +8,38 @@ PaddleVideo's `data_prefix` is.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from train.config import ConfigError, section
-from train.data.frame_folder import FRAME_PATTERN
 from serving.core.list_file import read_label_list, read_list_file
-from train.data.train_transforms import TrainAugment
+from train.config import ConfigError, DataConfig, Recipe
 from train.data.video_dataset import ClipDataset, ClipReader, FrameFolderReader, read_video_clip
-from train.recipe import preprocess_spec_from_config
-
-DATA_FORMATS = ("video", "frames")
-DEFAULT_FRAMES_DIR = "rawframes"
 
 
-def label_names(cfg: dict[str, Any]) -> list[str]:
+def label_names(recipe: Recipe) -> list[str]:
     """The class names of the recipe's `data.label_list` (relative to `data.root`)."""
-    data_cfg = section(cfg, "data")
-    return read_label_list(Path(data_cfg["root"]) / data_cfg.get("label_list", "label_list.txt"))
+    return read_label_list(Path(recipe.data.root) / recipe.data.label_list)
 
 
-def _reader_and_base(data_cfg: dict[str, Any]) -> tuple[ClipReader, Path]:
-    root = Path(data_cfg["root"])
-    data_format = data_cfg.get("format", "video")
-    if data_format == "video":
-        return read_video_clip, root
-    if data_format == "frames":
-        reader = FrameFolderReader(data_cfg.get("frame_pattern", FRAME_PATTERN))
-        return reader, root / data_cfg.get("frames_dir", DEFAULT_FRAMES_DIR)
-    raise ConfigError(f"data.format: one of {DATA_FORMATS}, got {data_format!r}")
+def _reader_and_base(data: DataConfig) -> tuple[ClipReader, Path]:
+    root = Path(data.root)
+    if data.format == "frames":
+        return FrameFolderReader(data.frame_pattern), root / data.frames_dir
+    return read_video_clip, root
 
 
-def build_dataset(cfg: dict[str, Any], split: str, mode: str) -> ClipDataset:
+def build_dataset(recipe: Recipe, split: str, mode: str) -> ClipDataset:
     """The `split` ('train', 'val' or 'test') list as a dataset in `mode` ('train', 'uniform'
     or 'dense'); train mode uses the recipe's `augment`, `data.train_sampling` and seed."""
-    data_cfg = section(cfg, "data")
+    data = recipe.data
     key = f"{split}_list"
-    if key not in data_cfg:
-        raise ConfigError(f"data.{key} is not set in {cfg.get('_source', 'the recipe')}")
-    reader, base = _reader_and_base(data_cfg)
-    list_path = Path(data_cfg["root"]) / data_cfg[key]
+    list_name = getattr(data, key, None)
+    if list_name is None:
+        raise ConfigError(f"data.{key} is not set in {recipe.source or 'the recipe'}")
+    reader, base = _reader_and_base(data)
+    list_path = Path(data.root) / list_name
     samples = read_list_file(list_path, base)
     if isinstance(reader, FrameFolderReader) and samples[0].num_frames is None:
         raise ConfigError(f"data.format is frames but {list_path} is a video list (no frame "
                           "counts); extract frames with `make frames` and use its *_frames.list")
-    return ClipDataset(samples, preprocess_spec_from_config(cfg), mode,
-                       augment=TrainAugment(**cfg.get("augment", {})),
-                       seed=int(cfg.get("train", {}).get("seed", 0)), reader=reader,
-                       train_sampling=data_cfg.get("train_sampling", "uniform"))
+    return ClipDataset(samples, recipe.preprocess, mode, augment=recipe.augment,
+                       seed=recipe.train.seed, reader=reader,
+                       train_sampling=data.train_sampling)

@@ -16,7 +16,7 @@ from typing import Callable, Optional, Protocol, Sequence
 import numpy as np
 from paddle.io import Dataset
 
-from serving.core.errors import ServiceError
+from serving.core.errors import VideoInputError
 from serving.core.metadata import PreprocessSpec
 from serving.core.preprocess.decode import DecodeLimits, open_video, read_sampled
 from serving.core.preprocess.pipeline import preprocess_dense, preprocess_uniform, sample_indices
@@ -96,7 +96,7 @@ class ClipDataset(Dataset):
             sample = self.samples[index]
             try:
                 return self._load(sample, index), np.int64(sample.label)
-            except (ServiceError, OSError) as exc:
+            except (VideoInputError, OSError) as exc:
                 if self.mode != "train" or attempt == self.max_retries:
                     raise RuntimeError(f"{sample.path}: {exc}") from exc
                 log.warning("skipping unreadable clip %s: %s", sample.path, exc)

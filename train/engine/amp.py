@@ -13,42 +13,16 @@ pretending.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Any, ContextManager
 
 import paddle
 
-from train.config import ConfigError
-
-AMP_DTYPES = ("float16", "bfloat16")
-AMP_LEVELS = ("O1", "O2")
-_KEYS = {"enabled", "dtype", "level"}
+from train.config import AmpSettings, ConfigError
 
 
-@dataclass(frozen=True)
-class AmpSettings:
-    enabled: bool = False
-    dtype: str = "float16"
-    level: str = "O1"
-
-
-def amp_settings(train_cfg: dict[str, Any]) -> AmpSettings:
-    """`train.amp` of the recipe, checked; enabled AMP also against the current device."""
-    block = train_cfg.get("amp")
-    if block is None:
-        return AmpSettings()
-    if not isinstance(block, dict) or set(block) - _KEYS:
-        raise ConfigError(f"train.amp: expected a mapping of {', '.join(sorted(_KEYS))}, "
-                          f"got {block!r}")
-    settings = AmpSettings(**block)
-    if not isinstance(settings.enabled, bool):
-        raise ConfigError(f"train.amp.enabled: true or false, got {settings.enabled!r}")
-    if settings.dtype not in AMP_DTYPES:
-        raise ConfigError(f"train.amp.dtype: one of {', '.join(AMP_DTYPES)}, "
-                          f"got {settings.dtype!r}")
-    if settings.level not in AMP_LEVELS:
-        raise ConfigError(f"train.amp.level: one of {', '.join(AMP_LEVELS)}, "
-                          f"got {settings.level!r}")
+def amp_settings(settings: AmpSettings) -> AmpSettings:
+    """The recipe's `train.amp` (its keys and values checked when the recipe was read), with
+    enabled AMP also checked against the current device, which only the trainer knows."""
     if settings.enabled:
         _check_device(settings.dtype)
     return settings

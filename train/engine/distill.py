@@ -23,64 +23,14 @@ networks) is what `latest.pdparams` holds for resuming.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import paddle
 import paddle.nn as nn
 
-from train.config import ConfigError
+from train.config import STUDENT, TEACHER, DistillationConfig, LossTerm, TeacherConfig
 from train.engine.init_weights import initialise_weights
 from train.engine.layer_modes import keep_in_eval_mode
 from train.engine.losses import MixedTargets, dml_kl_loss, kd_kl_loss, mixed_cross_entropy
 from train.models import build_model
-
-MODES = ("kd", "dml")
-STUDENT, TEACHER, GROUND_TRUTH = "student", "teacher", "ground_truth"
-LOSS_NAMES = ("cross_entropy", "kd_kl", "dml_kl")
-# Teacher keys that are not builder arguments.
-_WEIGHT_KEYS = ("pretrained", "checkpoint")
-
-
-@dataclass(frozen=True)
-class LossTerm:
-    """One weighted entry of `distillation.losses`."""
-
-    name: str
-    pair: tuple[str, str]
-    weight: float = 1.0
-    temperature: float = 1.0  # kd_kl only
-
-    @property
-    def label(self) -> str:
-        """Name of the term in logs: `cross_entropy/student`, `kd_kl/student-teacher`, ..."""
-        other = "" if self.pair[1] == GROUND_TRUTH else "-" + self.pair[1]
-        return f"{self.name}/{self.pair[0]}{other}"
-
-
-def parse_loss_terms(raw: Any, mode: str) -> list[LossTerm]:
-    """Validates `distillation.losses`; the messages name the offending entry."""
-    if not isinstance(raw, list) or not raw:
-        raise ConfigError("distillation.losses: a non-empty list of {name, pair, weight}")
-    terms = []
-    for index, entry in enumerate(raw):
-        where = f"distillation.losses[{index}]"
-        if not isinstance(entry, dict) or entry.get("name") not in LOSS_NAMES:
-            raise ConfigError(f"{where}: name must be one of {LOSS_NAMES}, got {entry!r}")
-        pair = tuple(entry.get("pair", ()))
-        name = entry["name"]
-        if name == "cross_entropy":
-            if len(pair) != 2 or pair[0] not in (STUDENT, TEACHER) or pair[1] != GROUND_TRUTH:
-                raise ConfigError(f"{where}: cross_entropy pairs [student|teacher, ground_truth]")
-            if mode == "kd" and pair[0] == TEACHER:
-                raise ConfigError(f"{where}: a kd teacher is frozen; it has no loss of its own")
-        elif sorted(pair) != [STUDENT, TEACHER]:
-            raise ConfigError(f"{where}: {name} pairs [student, teacher], got {list(pair)}")
-        if name == "dml_kl" and mode != "dml":
-            raise ConfigError(f"{where}: dml_kl needs mode dml (a frozen teacher cannot learn)")
-        terms.append(LossTerm(name, pair, float(entry.get("weight", 1.0)),
-                              float(entry.get("temperature", 1.0))))
-    return terms
 
 
 class DistillationPair(nn.Layer):
@@ -142,27 +92,18 @@ class DistillationCriterion:
         return total, parts
 
 
-def build_teacher(teacher_cfg: dict[str, Any], num_classes: int, mode: str) -> nn.Layer:
+def build_teacher(teacher_cfg: TeacherConfig, num_classes: int) -> nn.Layer:
     """The teacher network of the recipe, with its initial or trained weights loaded."""
-    if not isinstance(teacher_cfg, dict) or "name" not in teacher_cfg:
-        raise ConfigError("distillation.teacher: a mapping with the model 'name' and its options")
-    kwargs = {k: v for k, v in teacher_cfg.items() if k not in ("name", *_WEIGHT_KEYS)}
-    teacher = build_model(teacher_cfg["name"], num_classes=num_classes, **kwargs)
-    if mode == "kd" and not teacher_cfg.get("checkpoint"):
-        raise ConfigError("distillation.teacher.checkpoint: kd distils a trained teacher; "
-                          "set the .pdparams to distil from")
-    initialise_weights(teacher, pretrained=teacher_cfg.get("pretrained"),
-                       checkpoint=teacher_cfg.get("checkpoint"), what="teacher")
+    teacher = build_model(teacher_cfg.name, **{**teacher_cfg.options, "num_classes": num_classes})
+    initialise_weights(teacher, pretrained=teacher_cfg.pretrained,
+                       checkpoint=teacher_cfg.checkpoint, what="teacher")
     return teacher
 
 
-def build_distillation(dist_cfg: dict[str, Any], student: nn.Layer, num_classes: int,
+def build_distillation(dist_cfg: DistillationConfig, student: nn.Layer, num_classes: int,
                        smoothing: float) -> tuple[DistillationPair, DistillationCriterion]:
-    """The models pair and its criterion from the recipe's `distillation` section."""
-    mode = dist_cfg.get("mode")
-    if mode not in MODES:
-        raise ConfigError(f"distillation.mode: one of {MODES}, got {mode!r}")
-    terms = parse_loss_terms(dist_cfg.get("losses"), mode)
-    teacher = build_teacher(dist_cfg.get("teacher"), num_classes, mode)
-    return (DistillationPair(student, teacher, freeze_teacher=mode == "kd"),
-            DistillationCriterion(terms, smoothing))
+    """The models pair and its criterion from the recipe's `distillation` section (its losses
+    and their pairing with the mode checked when the recipe was read)."""
+    teacher = build_teacher(dist_cfg.teacher, num_classes)
+    return (DistillationPair(student, teacher, freeze_teacher=dist_cfg.mode == "kd"),
+            DistillationCriterion(list(dist_cfg.losses), smoothing))

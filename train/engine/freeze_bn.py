@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import paddle.nn as nn
 
-from train.config import ConfigError
+from train.config import FREEZE_BN_MODES, ConfigError
 from train.engine.layer_modes import batch_norms, keep_in_eval_mode
-
-FREEZE_BN_MODES = ("none", "partial", "all")
 
 
 def freeze_batch_norms(model: nn.Layer, mode: str) -> list[nn.Layer]:

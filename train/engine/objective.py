@@ -14,7 +14,7 @@ from typing import Any, Callable
 import paddle
 import paddle.nn as nn
 
-from train.config import section
+from train.config import Recipe
 from train.engine.distill import build_distillation
 from train.engine.init_weights import initialise_weights
 from train.engine.losses import MixedTargets, mixed_cross_entropy
@@ -50,15 +50,14 @@ class Objective:
         return [p for p in self.network.parameters() if not p.stop_gradient]
 
 
-def build_objective(cfg: dict[str, Any], num_classes: int) -> Objective:
-    train_cfg = section(cfg, "train")
+def build_objective(cfg: Recipe, num_classes: int) -> Objective:
+    train_cfg = cfg.train
     student = build_model_from_config(cfg, num_classes=num_classes)
-    initialise_weights(student, pretrained=train_cfg.get("pretrained"), what="model")
-    if train_cfg.get("zero_init_classifier"):
+    initialise_weights(student, pretrained=train_cfg.pretrained, what="model")
+    if train_cfg.zero_init_classifier:
         zero_init_classifier(student)
-    smoothing = float(train_cfg.get("label_smoothing", 0.0))
-    if "distillation" not in cfg:
+    smoothing = train_cfg.label_smoothing
+    if cfg.distillation is None:
         return Objective(student, student, SupervisedCriterion(smoothing))
-    pair, criterion = build_distillation(section(cfg, "distillation"), student, num_classes,
-                                         smoothing)
+    pair, criterion = build_distillation(cfg.distillation, student, num_classes, smoothing)
     return Objective(pair, student, criterion)

@@ -7,54 +7,46 @@ recipe's dynamics.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import paddle
 from paddle.optimizer import lr as lr_sched
 
-from train.config import ConfigError
+from train.config import ConfigError, OptimizerConfig
 
 
-def build_lr_schedule(cfg: dict[str, Any], steps_per_epoch: int, epochs: int,
+def build_lr_schedule(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int,
                       batch_size: int) -> lr_sched.LRScheduler:
     # Every LR of the recipe (peak, warm-up start, floor) scales by the same batch ratio.
     scale = 1.0
-    if cfg.get("scale_lr_by_batch"):
-        scale = batch_size / float(cfg.get("reference_batch_size", batch_size))
-    base_lr = float(cfg.get("lr", 0.01)) * scale
-    name = cfg.get("schedule", "warmup_cosine")
+    if cfg.scale_lr_by_batch and cfg.reference_batch_size is not None:
+        scale = batch_size / float(cfg.reference_batch_size)
+    base_lr = cfg.lr * scale
     total = max(1, steps_per_epoch * epochs)
-    warmup = int(float(cfg.get("warmup_epochs", 0)) * steps_per_epoch)
-    if name == "warmup_cosine":
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    if cfg.schedule == "warmup_cosine":
         sched: lr_sched.LRScheduler | float = lr_sched.CosineAnnealingDecay(
-            base_lr, T_max=max(1, total - warmup), eta_min=float(cfg.get("min_lr", 0.0)) * scale)
-    elif name == "piecewise":
-        boundaries = [int(e * steps_per_epoch) for e in cfg["boundaries_epochs"]]
-        values = [base_lr * m for m in cfg.get("multipliers", [1.0, 0.1, 0.01])]
+            base_lr, T_max=max(1, total - warmup), eta_min=cfg.min_lr * scale)
+    else:  # piecewise (the recipe reader allows no other)
+        boundaries = [int(e * steps_per_epoch) for e in cfg.boundaries_epochs or ()]
+        values = [base_lr * m for m in cfg.multipliers]
         sched = lr_sched.PiecewiseDecay(boundaries=boundaries, values=values)
-    else:
-        raise ValueError(f"optimizer.schedule: 'warmup_cosine' or 'piecewise', got {name!r}")
     if warmup > 0:
         return lr_sched.LinearWarmup(sched, warmup_steps=warmup,
-                                     start_lr=float(cfg.get("warmup_start_lr", 0.0)) * scale,
-                                     end_lr=base_lr)
+                                     start_lr=cfg.warmup_start_lr * scale, end_lr=base_lr)
     return sched  # type: ignore[return-value]
 
 
-def build_optimizer(cfg: dict[str, Any], parameters: list, schedule: lr_sched.LRScheduler
+def build_optimizer(cfg: OptimizerConfig, parameters: list, schedule: lr_sched.LRScheduler
                     ) -> paddle.optimizer.Optimizer:
-    name = cfg.get("name", "momentum")
-    weight_decay = float(cfg.get("weight_decay", 0.0))
-    if name == "momentum":
+    weight_decay = cfg.weight_decay
+    if cfg.name == "momentum":
         return paddle.optimizer.Momentum(
-            learning_rate=schedule, momentum=float(cfg.get("momentum", 0.9)), parameters=parameters,
-            use_nesterov=bool(cfg.get("nesterov", True)),
+            learning_rate=schedule, momentum=cfg.momentum, parameters=parameters,
+            use_nesterov=cfg.nesterov,
             weight_decay=paddle.regularizer.L2Decay(weight_decay) if weight_decay else None,
             grad_clip=_grad_clip(cfg))
-    if name == "adamw":
-        return paddle.optimizer.AdamW(learning_rate=schedule, parameters=parameters,
-                                      weight_decay=weight_decay, grad_clip=_grad_clip(cfg))
-    raise ValueError(f"optimizer.name: 'momentum' or 'adamw', got {name!r}")
+    return paddle.optimizer.AdamW(learning_rate=schedule, parameters=parameters,
+                                  weight_decay=weight_decay, grad_clip=_grad_clip(cfg))
 
 
 def apply_lr_multipliers(model: paddle.nn.Layer, multipliers: Mapping[str, float]) -> list[str]:
@@ -81,9 +73,9 @@ def apply_lr_multipliers(model: paddle.nn.Layer, multipliers: Mapping[str, float
     return changed
 
 
-def _grad_clip(cfg: dict[str, Any]) -> paddle.nn.ClipGradByGlobalNorm | None:
-    clip = cfg.get("grad_clip_norm")
-    return paddle.nn.ClipGradByGlobalNorm(float(clip)) if clip else None
+def _grad_clip(cfg: OptimizerConfig) -> paddle.nn.ClipGradByGlobalNorm | None:
+    clip = cfg.grad_clip_norm
+    return paddle.nn.ClipGradByGlobalNorm(clip) if clip else None
 
 
 def zero_init_classifier(model: paddle.nn.Layer) -> int:

@@ -6,27 +6,22 @@ BN layers that small error compounds until eval-mode outputs no longer depend on
 Re-estimating the statistics as a plain average over a few training batches, with the weights
 frozen, removes the lag (PaddleVideo's recipes call this `precise_bn`).
 
-Two ways to ask for it in a recipe's `train` section, never both:
-
-* `precise_bn: {interval_epochs: K, num_iters: B}` (the official recipes, PaddleVideo's
-  PRECISEBN, whose defaults K = 1, B = 200 apply to a missing key): B batches after the first
-  epoch, after every K-th epoch from there, and after the last one (PaddleVideo's rule: 0-based
-  `epoch % K == 0 or epoch == epochs - 1`);
-* `precise_bn_batches: B` (the demo recipe): B batches before every validation.
+A recipe asks for it with `train.precise_bn: {interval_epochs: K, num_iters: B}` (PaddleVideo's
+PRECISEBN, whose defaults K = 1, B = 200 apply to a missing key, see train/config.py): B
+batches after the first epoch, after every K-th epoch from there, and after the last one
+(PaddleVideo's rule: 0-based `epoch % K == 0 or epoch == epochs - 1`).
 """
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import paddle
 import paddle.nn as nn
 
-from train.config import ConfigError, positive_int
+from train.config import TrainConfig
 from train.engine.layer_modes import batch_norms, keep_in_eval_mode
-
-_BLOCK_KEYS = {"interval_epochs", "num_iters"}
 
 
 @dataclass(frozen=True)
@@ -41,24 +36,12 @@ class PreciseBNSchedule:
         return self.num_batches > 0 and (epoch % self.interval_epochs == 0 or epoch == epochs - 1)
 
 
-def precise_bn_schedule(train_cfg: dict[str, Any]) -> PreciseBNSchedule:
-    """The schedule a recipe's `train` section asks for (see the module docstring); a
-    ConfigError names the key when the block is malformed or both forms are given."""
-    block = train_cfg.get("precise_bn")
-    legacy = train_cfg.get("precise_bn_batches") or 0
+def precise_bn_schedule(train_cfg: TrainConfig) -> PreciseBNSchedule:
+    """The schedule a recipe's `train.precise_bn` asks for (none: never)."""
+    block = train_cfg.precise_bn
     if block is None:
-        return PreciseBNSchedule(num_batches=int(legacy))
-    if legacy:
-        raise ConfigError("train.precise_bn and train.precise_bn_batches are both set: keep one "
-                          "(precise_bn_batches recomputes before every validation, the "
-                          "precise_bn block every interval_epochs epochs)")
-    if not isinstance(block, dict) or set(block) - _BLOCK_KEYS:
-        raise ConfigError(f"train.precise_bn: expected a mapping of interval_epochs and "
-                          f"num_iters, got {block!r}")
-    return PreciseBNSchedule(  # PaddleVideo's defaults: every epoch, 200 batches
-        num_batches=positive_int(block.get("num_iters", 200), "train.precise_bn.num_iters"),
-        interval_epochs=positive_int(block.get("interval_epochs", 1),
-                                      "train.precise_bn.interval_epochs"))
+        return PreciseBNSchedule()
+    return PreciseBNSchedule(num_batches=block.num_iters, interval_epochs=block.interval_epochs)
 
 
 @paddle.no_grad()

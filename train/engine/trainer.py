@@ -22,7 +22,7 @@ import paddle
 from paddle.io import DistributedBatchSampler
 from tqdm import tqdm
 
-from train.config import ConfigError, positive_int, section
+from train.config import ConfigError, Recipe, TrainConfig
 from train.data.datasets import build_dataset, label_names
 from train.data.loader import Loader, build_loader
 from train.data.video_dataset import ClipDataset
@@ -74,10 +74,10 @@ def _scalar_writer(logdir: Path, enabled: bool) -> Iterator[Any]:
         yield writer
 
 
-def _loaders(cfg: dict[str, Any], ctx: DistContext, batch_size: int
+def _loaders(cfg: Recipe, ctx: DistContext, batch_size: int
              ) -> tuple[ClipDataset, DistributedBatchSampler, Loader, Loader]:
     """(train set, its sampler, train loader, this rank's validation loader)."""
-    workers = int(section(cfg, "data").get("num_workers", 0))
+    workers = cfg.data.num_workers
     train_set = build_dataset(cfg, "train", "train")
     sampler = ctx.train_sampler(train_set, batch_size)
     val_loader = build_loader(ctx.shard(build_dataset(cfg, "val", "uniform")), workers,
@@ -100,9 +100,9 @@ class _Steps:
     seed: int
 
 
-def _accumulate_steps(train_cfg: dict[str, Any], batches: int) -> int:
-    """`train.accumulate_steps` (default 1), which an epoch of `batches` batches must hold."""
-    steps = positive_int(train_cfg.get("accumulate_steps", 1), "train.accumulate_steps")
+def _accumulate_steps(train_cfg: TrainConfig, batches: int) -> int:
+    """`train.accumulate_steps`, which an epoch of `batches` batches must hold."""
+    steps = train_cfg.accumulate_steps
     if steps > batches:
         raise ConfigError(f"train.accumulate_steps: {steps} exceeds the {batches} training "
                           f"batches of an epoch, which would then take no optimiser step")
@@ -112,39 +112,38 @@ def _accumulate_steps(train_cfg: dict[str, Any], batches: int) -> int:
     return steps
 
 
-def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> TrainResult:
-    train_cfg = section(cfg, "train")
+def train(cfg: Recipe, resume: bool = False, progress: bool = True) -> TrainResult:
+    train_cfg = cfg.train
     precise_bn = precise_bn_schedule(train_cfg)
-    amp = MixedPrecision(amp_settings(train_cfg))
-    seed = int(train_cfg.get("seed", 0))
+    amp = MixedPrecision(amp_settings(train_cfg.amp))
+    seed = train_cfg.seed
     paddle.seed(seed)
     np.random.seed(seed)
     ctx = setup_distributed()
     progress = progress and ctx.is_main
     labels = label_names(cfg)
-    num_seg = int(section(cfg, "preprocess")["num_seg"])
-    batch_size = int(train_cfg.get("batch_size", 8))
+    num_seg = cfg.preprocess.num_seg
+    batch_size = train_cfg.batch_size
     train_set, sampler, train_loader, val_loader = _loaders(cfg, ctx, batch_size)
     accumulate = _accumulate_steps(train_cfg, len(train_loader))
 
     objective = build_objective(cfg, num_classes=len(labels))
     # Before the optimiser is built: frozen BN parameters are not among those it updates.
-    frozen_bn = freeze_batch_norms(objective.student, train_cfg.get("freeze_bn", "none"))
-    epochs = int(train_cfg["epochs"])
+    frozen_bn = freeze_batch_norms(objective.student, train_cfg.freeze_bn)
+    epochs = train_cfg.epochs
     # The schedule counts optimiser steps, and an accumulated step sees `accumulate` batches.
-    schedule = build_lr_schedule(section(cfg, "optimizer"), len(train_loader) // accumulate,
+    schedule = build_lr_schedule(cfg.optimizer, len(train_loader) // accumulate,
                                  epochs, batch_size * ctx.world_size * accumulate)
-    apply_lr_multipliers(objective.student, section(cfg, "optimizer").get("lr_mult") or {})
-    optimizer = build_optimizer(section(cfg, "optimizer"), objective.trainable_parameters(),
-                                schedule)
-    out_dir = Path(train_cfg.get("output_dir", "output/run"))
+    apply_lr_multipliers(objective.student, cfg.optimizer.lr_mult)
+    optimizer = build_optimizer(cfg.optimizer, objective.trainable_parameters(), schedule)
+    out_dir = Path(train_cfg.output_dir)
     state = (load_latest(out_dir, objective.network, optimizer) if resume else None) or TrainState()
     if resume:
         log.info("resuming from %s at epoch %d", out_dir, state.epoch)
         amp.set_state_dict(load_scaler_state(out_dir))
     amp.decorate(objective.network, optimizer)
     steps = _Steps(ctx.wrap(objective.network), objective, optimizer, schedule, amp, accumulate,
-                   frozen_bn, float(train_cfg.get("mixup_alpha", 0.0)), seed)
+                   frozen_bn, train_cfg.mixup_alpha, seed)
 
     start = time.perf_counter()
     with _scalar_writer(out_dir / "vdl", ctx.is_main) as writer:

@@ -15,7 +15,9 @@
 6. sends bad requests (a file that is not a video, topk 0) over both and expects clean errors
    (err_no 52 and 51), then checks that the container is still healthy, never restarted and
    logged no traceback;
-7. stops the stack (the service must exit 0 on SIGTERM) and removes it, leaving no container.
+7. runs `serving.tools.quantize` and `serving.tools.precision_check` inside the running
+   container on the same videos: the serving image, which has no `train/`, ships the tools;
+8. stops the stack (the service must exit 0 on SIGTERM) and removes it, leaving no container.
 
 Runs under its own compose project name on free host ports, so a user's own `docker compose
 up` stack is left alone. Exits non-zero on any failure (with the service's log) and prints the
@@ -23,11 +25,13 @@ wall time of each phase.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -209,6 +213,34 @@ class Stack:
                     f"label=com.docker.compose.project={PROJECT}"], capture=True).stdout.split()
 
 
+def check_tools_in_image(stack: Stack, videos: Sequence[Path]) -> None:
+    """The serving image ships the tools without `train/`: `serving.tools.quantize` makes an
+    int8 copy of the served model from the test videos (streamed into the container's /tmp,
+    the only writable place) and `serving.tools.precision_check` compares it with fp32."""
+    folder = "/tmp/tools-check"
+    listing = "".join(f"{video.name} {index}\n" for index, video in enumerate(videos))
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for video in videos:
+            tar.add(video, arcname=video.name)
+        entry = tarfile.TarInfo("clips.list")
+        entry.size = len(listing.encode())
+        tar.addfile(entry, io.BytesIO(listing.encode()))
+    # Debian bookworm's Python 3.11.2 (the stand-in base image) predates extraction filters.
+    unpack = (f"import sys, tarfile; archive = tarfile.open(fileobj=sys.stdin.buffer, mode='r|'); "
+              f"archive.extractall('{folder}', **({{'filter': 'data'}} "
+              f"if hasattr(tarfile, 'data_filter') else {{}}))")
+    subprocess.run(["docker", "compose", "-p", PROJECT, "exec", "-T", SERVICE, "python", "-c",
+                    unpack], cwd=REPO_ROOT, env=stack.env, input=archive.getvalue(), check=True)
+    model, clips, count = f"/app/model_repo/{MODEL}", f"{folder}/clips.list", str(len(videos))
+    stack.compose("exec", "-T", SERVICE, "python", "-m", "serving.tools.quantize",
+                  "--model-dir", model, "--calibration", clips, "--clips", count,
+                  "--check", clips, "--check-clips", count, "--out", f"{folder}/int8")
+    stack.compose("exec", "-T", SERVICE, "python", "-m", "serving.tools.precision_check",
+                  "--model-dir", model, "--precision", "int8", "--candidate-dir",
+                  f"{folder}/int8", "--list", clips, "--clips", count)
+
+
 def exercise(stack: Stack, videos: Sequence[Path], bad: Path,
              expected: dict[str, tuple[str, float]], times: dict[str, float]) -> None:
     good = videos[0].parent
@@ -229,6 +261,8 @@ def exercise(stack: Stack, videos: Sequence[Path], bad: Path,
             raise DockerTestError(f"after the bad requests: restarts and health {restarts}")
         if "Traceback" in stack.logs(tail="all"):
             raise DockerTestError("the service logged a Python traceback")
+    with phase("quantize and precision_check inside the serving image", times):
+        check_tools_in_image(stack, videos)
     with phase("docker compose stop (graceful)", times):
         stack.compose("stop")
         code = stack.state("{{.State.ExitCode}}")

@@ -6,7 +6,8 @@ default because it is the one format every model family runs with oneDNN on Padd
 one Paddle Serving 0.9's tooling recognises; PIR `.json` is written when asked for, or when the
 legacy export fails, and the reason is recorded in the metadata. The export is built in a
 temporary folder and verified (Paddle Inference output vs the dygraph model) before it replaces
-the previous export, so a failed export never destroys a working model.
+the previous export (serving.core.model_folder, the one writer of model folders), so a failed
+export never destroys a working model.
 
 Command line: `python -m train.export -c RECIPE.yaml -k CKPT.pdparams -n NAME`.
 """
@@ -16,7 +17,6 @@ import argparse
 import hashlib
 import importlib.metadata
 import logging
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,14 +26,15 @@ import numpy as np
 import paddle
 from paddle.static import InputSpec
 
+from serving.core.errors import PPTSMError
 from serving.core.metadata import InferenceSpec, ModelMeta, PreprocessSpec
+from serving.core.model_folder import SERVER_SUBDIR, StagedModelFolder
 from serving.core.predictor import Predictor, PredictorSettings
-from serving.core.serving_conf import write_serving_confs
+from train.config import Recipe
 from train.models.layers import fuse_reparam_
 
 log = logging.getLogger(__name__)
 
-SERVER_SUBDIR = "serving_server"  # where the program lives inside model_repo/<name>/
 INPUT_NAME = "data_batch_0"  # PaddleVideo's exported input name; its clients send this key
 PARITY_ATOL = 1e-4  # what the tests hold their small models to
 PARITY_RTOL = 1e-5
@@ -49,7 +50,7 @@ def parity_bound(reference: np.ndarray) -> float:
     return PARITY_ATOL + PARITY_RTOL * float(np.abs(reference).max())
 
 
-class ExportError(RuntimeError):
+class ExportError(PPTSMError, RuntimeError):
     """The export could not be written or did not reproduce the model's output."""
 
 
@@ -101,9 +102,7 @@ def export_model(model: paddle.nn.Layer, out_dir: str | Path, *, name: str, vers
     """Exports `model` (already holding its weights) to `out_dir` and verifies it."""
     if fmt not in ("auto", "pdmodel", "json"):
         raise ExportError(f"format: 'auto', 'pdmodel' or 'json', got {fmt!r}")
-    out_dir = Path(out_dir)
-    tmp_dir = new_staging_dir(out_dir)
-    server_dir = tmp_dir / SERVER_SUBDIR
+    staged = StagedModelFolder.begin(out_dir, "export")
     started = time.perf_counter()
 
     model.eval()
@@ -111,7 +110,7 @@ def export_model(model: paddle.nn.Layer, out_dir: str | Path, *, name: str, vers
     size, num_seg = preprocess.crop_size, preprocess.num_seg
     input_spec = InputSpec([None, num_seg, 3, size, size], "float32", name=INPUT_NAME)
     stem = getattr(model, "export_name", "ppTSM")
-    written, reason = _write_program(model, server_dir, stem, input_spec, fmt)
+    written, reason = _write_program(model, staged.server_dir, stem, input_spec, fmt)
     suffix = ".pdmodel" if written == "pdmodel" else ".json"
 
     probe = np.random.RandomState(0).standard_normal((2, num_seg, 3, size, size)).astype("float32")
@@ -127,32 +126,20 @@ def export_model(model: paddle.nn.Layer, out_dir: str | Path, *, name: str, vers
             output_shape=(-1, int(expected.shape[1])), format_reason=reason),
         source=dict(source or {}), evaluation=dict(evaluation or {}),
         exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), package_versions=package_versions())
-    meta.save(tmp_dir)
-    predictor = Predictor.from_model_dir(tmp_dir, PredictorSettings())
+    staged.save_meta(meta)
+    predictor = Predictor.from_model_dir(staged.path, PredictorSettings())
     got = predictor.predict(probe)
     diff = float(np.abs(got - expected).max())
     bound = parity_bound(expected)
     if not diff <= bound:
         raise ExportError(f"exported program differs from the model by {diff:.2e} "
-                          f"(tolerance {bound:.1e}); the export in {tmp_dir} was kept "
+                          f"(tolerance {bound:.1e}); the export in {staged.path} was kept "
                           "for inspection and the previous model left in place")
     meta = with_output_name(meta, predictor.output_name, {
         "export_parity_max_abs_diff": diff,
         "export_seconds": round(time.perf_counter() - started, 2)})
-    publish_model_dir(tmp_dir, out_dir, meta)
+    staged.publish(meta)
     return meta
-
-
-def new_staging_dir(out_dir: Path) -> Path:
-    """An empty `.<name>.export-tmp/` (with its `serving_server/`) next to `out_dir`.
-
-    Everything is written there first and swapped in by `publish_model_dir` only once it works,
-    so a failed export or import never destroys the model being served.
-    """
-    staging = out_dir.with_name(f".{out_dir.name}.export-tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / SERVER_SUBDIR).mkdir(parents=True)
-    return staging
 
 
 def with_output_name(meta: ModelMeta, output_name: str,
@@ -163,18 +150,6 @@ def with_output_name(meta: ModelMeta, output_name: str,
     inference = {**raw["inference"], "output_name": output_name}
     return ModelMeta.from_dict({**raw, "inference": inference,
                                 "evaluation": {**meta.evaluation, **evaluation}})
-
-
-def publish_model_dir(staging: Path, out_dir: Path, meta: ModelMeta) -> None:
-    """Writes the metadata, label list and serving confs into `staging`, then replaces `out_dir`
-    with it: the one way a model directory comes into being (export and import alike)."""
-    meta.save(staging)
-    (staging / "label_list.txt").write_text(
-        "".join(f"{i} {label}\n" for i, label in enumerate(meta.labels)), encoding="utf-8")
-    write_serving_confs(staging, meta)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    staging.rename(out_dir)
 
 
 def file_sha256(path: Path) -> str:
@@ -193,7 +168,7 @@ def export_from_config(config_path: str, checkpoint: str, name: str, out_root: s
     from train.config import load_config
     from serving.core.list_file import read_label_list
     from train.models.checkpoint import load_pdparams, load_state_dict_by_name
-    from train.recipe import build_model_from_config, preprocess_spec_from_config
+    from train.recipe import build_model_from_config
 
     cfg = load_config(config_path, overrides)
     ckpt = Path(checkpoint)
@@ -211,18 +186,17 @@ def export_from_config(config_path: str, checkpoint: str, name: str, out_root: s
     return export_model(
         model, Path(out_root) / name, name=name,
         version=version or time.strftime("%Y%m%d-%H%M%S"), labels=labels,
-        preprocess=preprocess_spec_from_config(cfg), architecture=cfg["model"]["name"],
+        preprocess=cfg.preprocess, architecture=cfg.model.name,
         source={"config": str(config_path), "checkpoint": str(ckpt),
-                "checkpoint_sha256": file_sha256(ckpt), "model": cfg["model"]},
+                "checkpoint_sha256": file_sha256(ckpt), "model": cfg.model.as_dict()},
         evaluation=evaluation, fmt=fmt)
 
 
-def label_list_path(cfg: dict[str, Any]) -> Path:
+def label_list_path(cfg: Recipe) -> Path:
     """The class names of a recipe: `export.labels` if given, else the dataset's label list."""
-    data = cfg.get("data", {})
-    if "labels" in cfg.get("export", {}):
-        return Path(cfg["export"]["labels"])
-    return Path(data.get("root", ".")) / data.get("label_list", "label_list.txt")
+    if cfg.export.labels is not None:
+        return Path(cfg.export.labels)
+    return Path(cfg.data.root) / cfg.data.label_list
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ from older Paddle or `FLAGS_enable_pir_api=0`, or `ppTSMv2.json` + `ppTSMv2.pdip
 Paddle 3. It carries no preprocessing and no class names, so the user supplies them: the recipe
 the model was trained with (`-c`), or the parameters themselves. The program is copied unchanged;
 what this module adds is everything the service needs around it (metadata, label list, Paddle
-Serving confs, written by the exporter's own `publish_model_dir`) and the checks that the program
+Serving confs, written by serving.core.model_folder like every model folder) and the checks that the program
 really is what the user says it is, so that a mismatch fails here and not in production:
 
 * its declared input must be `[N, T, 3, S, S]` with the given T and crop size S;
@@ -33,17 +33,11 @@ from typing import Optional
 
 import numpy as np
 
+from serving.core.errors import PPTSMError
 from serving.core.metadata import InferenceSpec, ModelMeta, PreprocessSpec
+from serving.core.model_folder import SERVER_SUBDIR, StagedModelFolder
 from serving.core.predictor import Predictor, PredictorError, PredictorSettings
-from train.export import (
-    SERVER_SUBDIR,
-    file_sha256,
-    new_staging_dir,
-    package_versions,
-    parity_bound,
-    publish_model_dir,
-    with_output_name,
-)
+from train.export import file_sha256, package_versions, parity_bound, with_output_name
 from serving.core.program_files import legacy_program, pir_op_attributes
 
 PROGRAM_FORMATS = {".pdmodel": "pdmodel", ".json": "json"}
@@ -51,7 +45,7 @@ PARAMS_SUFFIX = ".pdiparams"
 PARAMS_INFO_SUFFIX = ".pdiparams.info"
 
 
-class ModelImportError(RuntimeError):
+class ModelImportError(PPTSMError, RuntimeError):
     """The folder is not a usable PaddleVideo export or does not match what the user said."""
 
 
@@ -166,9 +160,9 @@ def import_paddlevideo_export(src: str | Path, out_dir: str | Path, *, name: str
     export = find_paddlevideo_export(src)
     _refuse_known_crash(export)
     input_name = _check_input(export, preprocess)
-    staging = new_staging_dir(out_dir)
+    staged = StagedModelFolder.begin(out_dir, "import")
     for path in export.files:
-        shutil.copy2(path, staging / SERVER_SUBDIR / path.name)
+        shutil.copy2(path, staged.server_dir / path.name)
     size = preprocess.crop_size
     meta = ModelMeta(
         name=name, version=version or time.strftime("%Y%m%d-%H%M%S"), architecture=architecture,
@@ -182,10 +176,10 @@ def import_paddlevideo_export(src: str | Path, out_dir: str | Path, *, name: str
         source={"imported_from": str(src),
                 "sha256": {path.name: file_sha256(path) for path in export.files}},
         exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), package_versions=package_versions())
-    meta.save(staging)
-    predictor = _run_checks(staging, len(labels), tuple(meta.inference.input_shape[1:]))
+    staged.save_meta(meta)
+    predictor = _run_checks(staged.path, len(labels), tuple(meta.inference.input_shape[1:]))
     meta = with_output_name(meta, predictor.output_name, {"import_checks": "passed"})
-    publish_model_dir(staging, out_dir, meta)
+    staged.publish(meta)
     return meta
 
 
@@ -196,11 +190,9 @@ def _spec_and_labels(args: argparse.Namespace) -> tuple[PreprocessSpec, list[str
     if args.config:
         from train.config import load_config
         from train.export import label_list_path
-        from train.recipe import preprocess_spec_from_config
 
         cfg = load_config(args.config)
-        return (preprocess_spec_from_config(cfg), read_label_list(label_list_path(cfg)),
-                str(cfg["model"]["name"]))
+        return cfg.preprocess, read_label_list(label_list_path(cfg)), cfg.model.name
     if args.num_seg is None or args.labels is None:
         raise ModelImportError("without -c RECIPE, give --num-seg and --labels")
     spec = PreprocessSpec(num_seg=args.num_seg, scale_size=args.scale_size,

@@ -18,46 +18,59 @@ who sent the request: they name the offending field ("video: ...") and never car
 trace. An internal error's message names only the stage and the request id
 (`internal_error_message`); its detail goes to the server log. `outcome_of` gives the short
 name metrics and request logs group answers by.
+
+Every error this project raises on purpose derives from `PPTSMError`, whose message is written to
+be shown as it is: a caller (the service, a command line, the trainer) catches that one class to
+tell "refused, and here is why" from a bug. The coded errors above derive from `CodedError`,
+and the two that mean "this video cannot be used" (52, 53) from `VideoInputError`, which is what
+training catches to skip an unreadable clip.
 """
 from __future__ import annotations
 
 from typing import ClassVar
 
 
-class ServiceError(Exception):
-    """Base of every error that is reported to a client as (code, message)."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class PPTSMError(Exception):
+    """Base of every error this project raises on purpose. The message names the problem for
+    the person who reads it (a client, a command-line user, a trainer's log), so handlers print
+    it as it is, without a traceback."""
 
 
-class _CodedError(ServiceError):
-    """A ServiceError whose code is fixed by its class, so raise sites only write the message."""
+class CodedError(PPTSMError):
+    """An error answered to a client as (err_no, message): the code is fixed by the class (the
+    table above), so raise sites only write the message, and the pipeline answers any subclass
+    the same way."""
 
     CODE: ClassVar[int]
     OUTCOME: ClassVar[str]
 
     def __init__(self, message: str) -> None:
-        super().__init__(self.CODE, message)
+        super().__init__(message)
+        self.code = self.CODE
+        self.message = message
 
 
-class InvalidInputError(_CodedError):
+class InvalidInputError(CodedError):
     """The request itself is malformed."""
 
     CODE = 51
     OUTCOME = "invalid_input"
 
 
-class DecodeError(_CodedError):
+class VideoInputError(CodedError):
+    """The upload (a video file, raw frames, or the request that carries them) cannot be used:
+    it does not decode, or it is larger than a limit. The sender's to fix; training catches this
+    class to skip an unreadable clip."""
+
+
+class DecodeError(VideoInputError):
     """The payload cannot be decoded as a video (not a container, no video stream, corrupt)."""
 
     CODE = 52
     OUTCOME = "decode_error"
 
 
-class LimitExceededError(_CodedError):
+class LimitExceededError(VideoInputError):
     """The payload exceeds a configured limit; `limit_name` is the configuration key."""
 
     CODE = 53
@@ -69,7 +82,7 @@ class LimitExceededError(_CodedError):
         self.limit = limit
 
 
-class InternalError(_CodedError):
+class InternalError(CodedError):
     """Something failed inside the server (a bug, a failing inference); not the request's fault."""
 
     CODE = 54
@@ -84,7 +97,7 @@ def internal_error_message(stage: str | None, request_id: object) -> str:
     return f"internal error{where} (request {request_id}); reported in the server log"
 
 
-class DeadlineExceededError(_CodedError):
+class DeadlineExceededError(CodedError):
     """A stage ran past its configured timeout; its answer was abandoned."""
 
     CODE = 55

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from serving.core.errors import PPTSMError
 
-class ListFileError(ValueError):
+
+class ListFileError(PPTSMError, ValueError):
     """A list or label file is malformed; the message names the file and line."""
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serving.core.errors import PPTSMError
+
 META_FILENAME = "model_meta.json"
 SCHEMA_VERSION = 1
 
@@ -20,7 +22,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class MetadataError(ValueError):
+class MetadataError(PPTSMError, ValueError):
     """The metadata file is missing, unreadable or inconsistent; the message names the field."""
 
 

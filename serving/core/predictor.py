@@ -16,8 +16,8 @@ feed-run-fetch and gives it back, which makes one `Predictor` safe to share betw
 of a Paddle Serving op. On CPU the pool holds a single predictor whatever `instances` says:
 cloned oneDNN predictors fail intermittently on 3.3.1 ("could not execute a primitive") even
 when their runs are serialised, because they share oneDNN's primitive cache, and Paddle
-Inference holds the GIL while it runs, so clones would gain nothing on CPU anyway (measured;
-see README). On GPU each of `instances` clones runs on its own.
+Inference holds the GIL while it runs, so clones would gain nothing on CPU anyway (README,
+"Choosing threads and processes"). On GPU each of `instances` clones runs on its own.
 """
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from serving.core.errors import PPTSMError
 from serving.core.metadata import ModelMeta, load_meta
+from serving.core.program_files import legacy_op_types
 
 CPU_PRECISIONS = ("fp32", "bf16", "int8")
 # Paddle 3.3.1's analysis pass that turns an inference dropout into a scale op: with bf16 or
@@ -55,14 +57,15 @@ def default_int8_dir(model_dir: Path) -> Path:
     serving.tools.precision_check looks for it: MODEL_DIR-int8 beside the fp32 folder."""
     return model_dir.with_name(f"{model_dir.name}-int8")
 
-# Ops kept on Paddle's plain CPU kernels when oneDNN is on. Measured on PP-TSMv2 16f (2 threads,
-# Paddle 3.3.1, AVX2): oneDNN's broadcasting elementwise_mul (the SE and LTA gates) and its
-# reduce_mean (LTA's per-frame mean) took about half of the inference time; without them the
-# network ran 1.85x faster, outputs equal to 1e-5. ResNets and int8 programs were unaffected.
+# Ops kept on Paddle's plain CPU kernels when oneDNN is on: on Paddle 3.3.1, oneDNN's
+# broadcasting elementwise_mul (PP-TSMv2's SE and LTA gates) and its reduce_mean (LTA's per-frame
+# mean) are slower than the plain kernels, enough to dominate PP-TSMv2's inference; outputs are
+# the same to 1e-5, and ResNets and int8 programs are unaffected (figures: README, "Speed: where
+# the time goes").
 ONEDNN_SLOW_OPS = ("elementwise_mul", "reduce_mean")
 
 
-class PredictorError(RuntimeError):
+class PredictorError(PPTSMError, RuntimeError):
     """The predictor cannot be built or run with the requested settings; the message says why."""
 
 
@@ -151,14 +154,6 @@ def _paddle_inference():
     import paddle.inference as paddle_inference
 
     return paddle_inference
-
-
-def program_op_types(program_file: Path) -> frozenset[str]:
-    """The operator types of a legacy `.pdmodel` program (feed and fetch left out)."""
-    from paddle.base.proto import framework_pb2
-
-    program = framework_pb2.ProgramDesc.FromString(program_file.read_bytes())
-    return frozenset(op.type for block in program.blocks for op in block.ops) - {"feed", "fetch"}
 
 
 def _configure_cpu(config, settings: PredictorSettings, program_ops: frozenset[str]) -> None:
@@ -260,7 +255,7 @@ def _build_config(model_dir: Path, meta: ModelMeta, settings: PredictorSettings)
     if settings.memory_optim and inference.format == "pdmodel":
         config.enable_memory_optim()
     if settings.device == "cpu":
-        program_ops = (program_op_types(model_dir / inference.model_file)
+        program_ops = (legacy_op_types(model_dir / inference.model_file)
                        if inference.format == "pdmodel" else frozenset())
         _configure_cpu(config, settings, program_ops)
     else:

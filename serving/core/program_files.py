@@ -1,7 +1,9 @@
-"""Reading facts straight from exported Paddle program files, without building a predictor.
+"""Reading facts straight from exported Paddle program files, without building a predictor: the
+one reader of program files (the predictor, the importer and the ONNX exporter all use it).
 
 Paddle Inference reports neither the declared input shape (only what was last fed) nor op
-attributes, yet the importer needs the former and the ONNX exporter the latter. Both formats are
+attributes nor the op types, yet the importer needs the first, the ONNX exporter the second and
+the predictor the third (to keep oneDNN off the ops it runs slowly). Both formats are
 plain data: the legacy `.pdmodel` is a `ProgramDesc` protobuf, the PIR `.json` a JSON tree whose
 operations are objects `{"#": "1.<op name>", "A": [{"N": attr name, "AT": {"D": value}}, ...]}`.
 """
@@ -37,3 +39,9 @@ def legacy_program(program: Path) -> Any:
     from paddle.base.proto import framework_pb2
 
     return framework_pb2.ProgramDesc.FromString(program.read_bytes())
+
+
+def legacy_op_types(program: Path) -> frozenset[str]:
+    """The operator types of a legacy `.pdmodel` program (feed and fetch left out)."""
+    desc = legacy_program(program)
+    return frozenset(op.type for block in desc.blocks for op in block.ops) - {"feed", "fetch"}

@@ -2,8 +2,8 @@
 
 The Paddle Serving ops (serving/pipeline/ops.py) and the in-process predictor (serving/tools/offline.py) must
 answer the same file with the same numbers, so the few steps between "an opened video" and
-"ranked classes" exist once, here, and both call them. Nothing in this module knows about
-Paddle Serving, timing or requests.
+"ranked classes" exist once, here, and both call them, and so do the stage names both report
+timings under. Nothing in this module knows about Paddle Serving, timing or requests.
 """
 from __future__ import annotations
 
@@ -15,6 +15,13 @@ from serving.core.preprocess.decode import VideoSource, read_sampled
 from serving.core.preprocess.pipeline import preprocess, sample_indices
 from serving.core.preprocess.transforms import FrameResize, scaled_size
 from serving.core.preprocess.raw_frames import RawFrames
+
+# The stage names: the service's op names for the three preprocessing stages (also the keys of
+# their `op.<name>` settings) and, with INFER, the keys of the answer's `timing_ms`, in pipeline
+# order. The model op itself is named "pptsm" in the pipeline config (serving.pipeline.service).
+DECODE, SAMPLE, NORMALIZE, INFER = "decode", "sample", "normalize", "infer"
+PREPROCESS_STAGES = (DECODE, SAMPLE, NORMALIZE)
+STAGES = (*PREPROCESS_STAGES, INFER)
 
 
 def model_resize(source: VideoSource | RawFrames, spec: PreprocessSpec) -> FrameResize:

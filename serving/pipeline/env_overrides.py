@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from serving.core.errors import PPTSMError
+
 MODEL_DIR = "PPTSM_MODEL_DIR"
 CONFIG = "PPTSM_CONFIG"
 HTTP_PORT = "PPTSM_HTTP_PORT"
@@ -35,13 +37,14 @@ PRECISION = "PPTSM_PRECISION"
 ENV_NAMES = (MODEL_DIR, CONFIG, HTTP_PORT, RPC_PORT, CPU_THREADS, BATCH_SIZE, PRECISION)
 
 DEFAULT_CONFIG = Path("pipeline_config/config.yml")
+# The model op's name: its section in the config (op.pptsm) and its node in the DAG.
 MODEL_OP = "pptsm"
 # Every precision some device accepts; serving.core.predictor refuses those the device cannot run.
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 MAX_CPU_THREADS = 256
 
 
-class EnvOverrideError(ValueError):
+class EnvOverrideError(PPTSMError, ValueError):
     """An environment variable has a value the service cannot use; the message names it."""
 
 

@@ -28,7 +28,7 @@ from google.protobuf.message import DecodeError
 from serving.pipeline import compat  # noqa: F401  (must precede the Paddle Serving import)
 from paddle_serving_server.pipeline.proto import pipeline_service_pb2  # noqa: E402
 
-from serving.core.errors import InvalidInputError, ServiceError  # noqa: E402
+from serving.core.errors import CodedError, InvalidInputError  # noqa: E402
 
 # Request field numbers (pipeline_service.proto).
 KEY, VALUE, TENSORS, NAME, METHOD, LOGID, CLIENTIP = range(1, 8)
@@ -48,7 +48,7 @@ class RefusedRequest:
     gives it a request id of its own (the client's logid is not read: protobuf writes it after
     the fields that get a message refused)."""
 
-    error: ServiceError
+    error: CodedError
     logid: int = 0
     key: list[str] = field(default_factory=list)
     value: list[str] = field(default_factory=list)
@@ -87,7 +87,7 @@ def _skip(data: memoryview, pos: int, wire_type: int) -> tuple[int, int]:
     return size, pos + size
 
 
-def scan(data: bytes) -> ServiceError | None:
+def scan(data: bytes) -> CodedError | None:
     """The first problem of a serialized Request, or None; without parsing it.
     The total size of the values is left to protocol.check_envelope: gRPC's
     max_receive_message_length already bounds the message near that limit."""
@@ -111,7 +111,7 @@ def scan(data: bytes) -> ServiceError | None:
     return None
 
 
-def _field_problem(number: int, size: int, counts: dict[int, int]) -> ServiceError | None:
+def _field_problem(number: int, size: int, counts: dict[int, int]) -> CodedError | None:
     """The problem of one more field `number` of `size` bytes, or None."""
     if number == TENSORS:
         return InvalidInputError(

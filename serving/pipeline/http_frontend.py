@@ -44,9 +44,9 @@ from paddle_serving_server.pipeline.proto import pipeline_service_pb2  # noqa: E
 
 from serving.core.errors import (  # noqa: E402
     UNAVAILABLE_CODE,
+    CodedError,
     InvalidInputError,
     LimitExceededError,
-    ServiceError,
 )
 from serving.core.preprocess.decode_limits import DecodeLimits  # noqa: E402
 from serving.pipeline.protocol import (  # noqa: E402
@@ -118,7 +118,7 @@ class Servicer(Protocol):
     def inference(self, request: Any, context: Any, *, slot_wait_s: float | None = None) -> Any:
         """The Response; err_no UNAVAILABLE_CODE when no pipeline slot freed up in time."""
 
-    def refuse(self, request: Any, error: ServiceError) -> Any:
+    def refuse(self, request: Any, error: CodedError) -> Any:
         """The Response refusing `request` with `error`, observed like any other answer."""
 
 
@@ -662,7 +662,7 @@ class RestServer(BoundedHttpServer):
             try:
                 check_envelope(request.key, request.value, tensor_count=parsed.tensor_count,
                                limits=self.limits)
-            except ServiceError as error:
+            except CodedError as error:
                 return self.servicer.refuse(request, error)
             return self.servicer.inference(request, None, slot_wait_s=self.settings.slot_wait_s)
         finally:

@@ -1,4 +1,6 @@
-"""The Paddle Serving pipeline: decode -> sample -> normalize -> pptsm, one thin `Op` per stage.
+"""The Paddle Serving pipeline: decode -> sample -> normalize -> pptsm, one thin `Op` per stage
+(stage names and timing from serving.core.stages and serving.core.timing, shared with the offline
+predictor).
 
 Each op calls library functions (serving.pipeline.protocol, serving.core.preprocess, serving.core.predictor,
 serving.core.postprocess) and only adapts them to Paddle Serving 0.9's Op contract, read from
@@ -7,7 +9,7 @@ serving.core.postprocess) and only adapts them to Paddle Serving 0.9's Op contra
 * `preprocess(input_dicts, data_id, log_id)` returns `(data, is_skip_process, prod_errcode,
   prod_errinfo)`. A non-None `prod_errcode` ends the request at once: the framework forwards it
   to the client as the response's `err_no`, with `prod_errinfo` as `err_msg`, and skips the
-  later ops. That is how every ServiceError becomes a clean error response.
+  later ops. That is how every CodedError becomes a clean error response.
 * An op without a model (`local_service_conf.model_config`) skips `process`, so `preprocess`
   output goes straight to the next op. The stages pass one `ClipJob` object along; this needs
   thread ops (`dag.is_thread_op: true`), which the service enforces.
@@ -23,9 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,8 @@ from serving.pipeline import compat  # noqa: F401  (must precede the Paddle Serv
 from paddle_serving_server.pipeline import Op, RequestOp  # noqa: E402
 
 from serving.pipeline.deadline import run_with_deadline  # noqa: E402
-from serving.core.errors import InternalError, ServiceError, internal_error_message  # noqa: E402
+from serving.pipeline.env_overrides import MODEL_OP  # noqa: E402
+from serving.core.errors import CodedError, InternalError, internal_error_message  # noqa: E402
 from serving.core.metadata import ModelMeta  # noqa: E402
 from serving.core.predictor import Predictor  # noqa: E402
 from serving.core.preprocess.raw_frames import RawFrames  # noqa: E402
@@ -51,7 +52,16 @@ from serving.pipeline.protocol import (  # noqa: E402
     parse_request,
     ping_response,
 )
-from serving.core.stages import network_views, ranked_classes, sample_frames  # noqa: E402
+from serving.core.stages import (  # noqa: E402
+    DECODE,
+    INFER,
+    NORMALIZE,
+    SAMPLE,
+    network_views,
+    ranked_classes,
+    sample_frames,
+)
+from serving.core.timing import StageClock  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +81,8 @@ class ClipJob:
     source: VideoSource | RawFrames | None = None  # opened by DecodeOp, closed by SampleOp
     frames: np.ndarray | None = None  # sampled RGB uint8 frames
     views: np.ndarray | None = None  # float32 [views, T, 3, S, S], the network input
-    timing_ms: dict[str, float] = field(default_factory=dict)
+    # Each stage's own work, without the queueing between ops (the answer's `timing_ms`).
+    clock: StageClock = field(default_factory=StageClock)
     # Set by a stage's deadline: every decode and resize loop of this request then stops.
     cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -85,16 +96,9 @@ class ClipJob:
         return self.request
 
 
-@contextmanager
-def _timed(job: ClipJob, stage: str) -> Iterator[None]:
-    started = time.perf_counter()
-    yield
-    job.timing_ms[stage] = (time.perf_counter() - started) * 1000.0
-
-
 def _answering_errors(preprocess_fn: Callable[..., dict]) -> Callable[..., PreprocessResult]:
     """Wraps a stage's work into Paddle Serving's preprocess contract, within the stage's
-    timeout: a ServiceError becomes the client's err_no/err_msg; anything else is logged with
+    timeout: a CodedError becomes the client's err_no/err_msg; anything else is logged with
     its traceback and reported as an internal error that names the op and the request id, never
     with the exception's text (serving.core.errors.internal_error_message)."""
 
@@ -106,7 +110,7 @@ def _answering_errors(preprocess_fn: Callable[..., dict]) -> Callable[..., Prepr
             output = run_with_deadline(lambda: preprocess_fn(self, input_dicts, cancel),
                                        self.stage_timeout_s, stage=self.name, cancel=cancel)
             return output, False, None, ""
-        except ServiceError as exc:
+        except CodedError as exc:
             return None, False, exc.code, exc.message
         except Exception as exc:  # noqa: BLE001 - the service must answer, whatever failed
             log.exception("op %s failed on request %s", self.name, log_id)
@@ -138,7 +142,7 @@ class KeyValueRequestOp(RequestOp):
         try:
             check_envelope(request.key, request.value, tensor_count=len(request.tensors),
                            limits=self._limits)
-        except ServiceError as exc:
+        except CodedError as exc:
             return {}, request.logid, exc.code, exc.message
         fields, log_id, err_no, err_msg = super().unpack_request_package(request)
         # Paddle Serving answers a request carrying `pipeline.profile: 1` with the profile of
@@ -169,7 +173,7 @@ class DecodeOp(_StageOp):
 
     def __init__(self, input_op: Op, *, meta: ModelMeta, limits: DecodeLimits, backend: str,
                  temp_dir: Path | None) -> None:
-        super().__init__(name="decode", input_ops=[input_op])
+        super().__init__(name=DECODE, input_ops=[input_op])
         self._meta = meta
         self._limits = limits
         self._backend = backend
@@ -181,16 +185,19 @@ class DecodeOp(_StageOp):
 
     @_answering_errors
     def preprocess(self, input_dicts: dict, cancel: threading.Event) -> dict:
-        started = time.perf_counter()
-        request = parse_request(_single_input(input_dicts), num_classes=self._meta.num_classes,
-                                default_mode=self._meta.preprocess.sampling, limits=self._limits)
-        job = ClipJob(request, cancel=cancel)
-        if isinstance(request, ClassifyRequest):
-            job.source = (RawFrames(request.frames, self._limits, cancel)
-                          if request.frames is not None else
-                          open_video(request.video, limits=self._limits, backend=self._backend,
-                                     temp_dir=self._temp_dir, cancel=cancel))
-        job.timing_ms["decode"] = (time.perf_counter() - started) * 1000.0
+        clock = StageClock()
+        with clock.measure(DECODE):
+            request = parse_request(_single_input(input_dicts),
+                                    num_classes=self._meta.num_classes,
+                                    default_mode=self._meta.preprocess.sampling,
+                                    limits=self._limits)
+            job = ClipJob(request, cancel=cancel, clock=clock)
+            if isinstance(request, ClassifyRequest):
+                job.source = (RawFrames(request.frames, self._limits, cancel)
+                              if request.frames is not None else
+                              open_video(request.video, limits=self._limits,
+                                         backend=self._backend, temp_dir=self._temp_dir,
+                                         cancel=cancel))
         return {JOB_KEY: job}
 
 
@@ -199,7 +206,7 @@ class SampleOp(_StageOp):
     distinct frame once, scaled to the model's size as soon as it is decoded."""
 
     def __init__(self, input_op: Op, *, meta: ModelMeta) -> None:
-        super().__init__(name="sample", input_ops=[input_op])
+        super().__init__(name=SAMPLE, input_ops=[input_op])
         self._spec = meta.preprocess
 
     @_answering_errors
@@ -207,7 +214,7 @@ class SampleOp(_StageOp):
         job = _job(input_dicts)  # its source checks `cancel` per frame
         if not job.is_ping:
             mode = job.classify.mode
-            with _timed(job, "sample"), job.source:
+            with job.clock.measure(SAMPLE), job.source:
                 job.frames = sample_frames(job.source, self._spec, mode)
             job.source = None
         return {JOB_KEY: job}
@@ -218,14 +225,14 @@ class NormalizeOp(_StageOp):
     views."""
 
     def __init__(self, input_op: Op, *, meta: ModelMeta) -> None:
-        super().__init__(name="normalize", input_ops=[input_op])
+        super().__init__(name=NORMALIZE, input_ops=[input_op])
         self._spec = meta.preprocess
 
     @_answering_errors
     def preprocess(self, input_dicts: dict, cancel: threading.Event) -> dict:
         job = _job(input_dicts)
         if not job.is_ping:
-            with _timed(job, "normalize"):
+            with job.clock.measure(NORMALIZE):
                 job.views = network_views(job.frames, self._spec, job.classify.mode)
             job.frames = None
         return {JOB_KEY: job}
@@ -236,7 +243,7 @@ class PPTSMOp(Op):
     request's logits into its response."""
 
     def __init__(self, input_op: Op, *, meta: ModelMeta, predictor: Predictor) -> None:
-        super().__init__(name="pptsm", input_ops=[input_op])
+        super().__init__(name=MODEL_OP, input_ops=[input_op])
         self._meta = meta
         self._predictor = predictor
 
@@ -260,13 +267,13 @@ class PPTSMOp(Op):
         (feed,) = feed_batch  # the framework has merged the batch into one dict
         if not feed:  # only pings in this batch
             return {}, _OK, ""
-        started = time.perf_counter()
+        clock = StageClock()
         try:
             logits = self.client.predict(feed[self._predictor.input_name])
         except Exception as exc:  # noqa: BLE001 - reported to every request of the batch
             log.exception("inference failed (batch led by request %s)", typical_logid)
             return None, InternalError.CODE, internal_error_message(self.name, typical_logid)
-        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        elapsed_ms = clock.lap(INFER)
         # One copy per row, so that the framework's per-request slicing hands every request the
         # time of the batch it ran in.
         return {LOGITS_KEY: logits, INFER_MS_KEY: np.full(len(logits), elapsed_ms)}, _OK, ""
@@ -276,6 +283,6 @@ class PPTSMOp(Op):
         job = _job(input_dicts)
         if job.is_ping:
             return ping_response(self._meta), None, ""
-        job.timing_ms["infer"] = float(fetch_dict[INFER_MS_KEY][0])
+        job.clock.stage_ms[INFER] = float(fetch_dict[INFER_MS_KEY][0])
         best = ranked_classes(fetch_dict[LOGITS_KEY], job.classify.topk)
-        return classification_response(self._meta, best, job.timing_ms), None, ""
+        return classification_response(self._meta, best, job.clock.stage_ms), None, ""

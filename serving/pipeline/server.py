@@ -41,9 +41,9 @@ from paddle_serving_server.pipeline.pipeline_server import (  # noqa: E402
 from paddle_serving_server.pipeline.proto import pipeline_service_pb2  # noqa: E402
 
 from serving.core.errors import (  # noqa: E402
+    CodedError,
     InternalError,
     InvalidInputError,
-    ServiceError,
     FRAMEWORK_OUTCOME,
     UNAVAILABLE_CODE,
     internal_error_message,
@@ -125,7 +125,7 @@ class ObservedServicer(PipelineServicer):
         self._observer.finish(pending, response)
         return response
 
-    def refuse(self, request: Any, error: ServiceError) -> Any:
+    def refuse(self, request: Any, error: CodedError) -> Any:
         """The Response refusing `request` with `error`, observed like any other answer."""
         pending = self._observer.begin(request)
         response = pipeline_service_pb2.Response(err_no=error.code, err_msg=error.message)

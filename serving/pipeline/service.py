@@ -33,8 +33,10 @@ from serving.pipeline import compat  # noqa: F401  (must precede the Paddle Serv
 from paddle_serving_server.web_service import WebService  # noqa: E402
 
 from serving.pipeline import env_overrides  # noqa: E402
+from serving.pipeline.env_overrides import MODEL_OP  # noqa: E402
 from serving.pipeline.healthcheck import SERVICE_NAME  # noqa: E402  (REST path /pptsm/prediction)
 from serving.pipeline.http_frontend import HttpSettings  # noqa: E402
+from serving.core.errors import PPTSMError  # noqa: E402
 from serving.core.metadata import MetadataError, ModelMeta, load_meta  # noqa: E402
 from serving.pipeline.metrics import ServiceMetrics, serving_registry  # noqa: E402
 from serving.pipeline.observer import RequestObserver  # noqa: E402
@@ -46,7 +48,6 @@ from serving.pipeline.request_log import configure_request_log  # noqa: E402
 from serving.pipeline.server import exit_now, serve  # noqa: E402
 from serving.pipeline.serving_logs import ServingLogSettings, route_serving_logs  # noqa: E402
 
-MODEL_OP = "pptsm"
 # Paddle Serving 0.9's gRPC server accepts messages up to 256 MiB; an upload travels as base64.
 GRPC_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 DEFAULT_SHUTDOWN_GRACE_S = 30.0
@@ -57,7 +58,7 @@ DEFAULT_HTTP_HOST = DEFAULT_METRICS_HOST = "0.0.0.0"
 SettingsT = TypeVar("SettingsT")
 
 
-class ConfigError(ValueError):
+class ConfigError(PPTSMError, ValueError):
     """The pipeline config is missing, unreadable or has a bad value; the message names it."""
 
 

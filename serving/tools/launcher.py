@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from serving.core.errors import PPTSMError
 from serving.pipeline.healthcheck import ping
 
-class LaunchError(RuntimeError):
+class LaunchError(PPTSMError, RuntimeError):
     """The service did not come up; the message includes the tail of its log."""
 
 

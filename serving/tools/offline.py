@@ -10,7 +10,6 @@ the service's stage costs minus HTTP, base64 and queueing.
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +19,17 @@ from serving.core.metadata import ModelMeta, PreprocessSpec, load_meta
 from serving.core.predictor import Predictor, PredictorSettings
 from serving.core.preprocess.decode import DecodeLimits, open_video
 from serving.core.postprocess import DEFAULT_TOPK
-from serving.core.stages import network_views, ranked_classes, sample_frames
-
-# The stage names of the service's `timing_ms` answer field, in pipeline order.
-PREPROCESS_STAGES = ("decode", "sample", "normalize")
-INFER_STAGE = "infer"
+from serving.core.stages import (
+    DECODE,
+    INFER,
+    NORMALIZE,
+    PREPROCESS_STAGES,
+    SAMPLE,
+    network_views,
+    ranked_classes,
+    sample_frames,
+)
+from serving.core.timing import StageClock
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class Prediction:
 
     @property
     def infer_ms(self) -> float:
-        return self.stage_ms[INFER_STAGE]
+        return self.stage_ms[INFER]
 
 
 @dataclass(frozen=True)
@@ -62,23 +67,6 @@ class DecodeSettings:
     temp_dir: Path | None = None
 
 
-class StageClock:
-    """Splits elapsed wall time into named stages: `lap(stage)` charges the time since the
-    previous lap (or the start) to `stage`."""
-
-    def __init__(self) -> None:
-        self.started = self._last = time.perf_counter()
-        self.stage_ms: dict[str, float] = {}
-
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.stage_ms[stage] = (now - self._last) * 1000.0
-        self._last = now
-
-    def total_ms(self) -> float:
-        return (time.perf_counter() - self.started) * 1000.0
-
-
 def network_input(video: bytes, spec: PreprocessSpec, mode: str, decode: DecodeSettings,
                   clock: StageClock | None = None) -> np.ndarray:
     """The network input float32 [views, T, 3, S, S] of one video file's bytes, built the way
@@ -86,11 +74,11 @@ def network_input(video: bytes, spec: PreprocessSpec, mode: str, decode: DecodeS
     clock = clock or StageClock()
     with open_video(video, limits=decode.limits, backend=decode.backend,
                     temp_dir=decode.temp_dir) as source:
-        clock.lap("decode")
+        clock.lap(DECODE)
         frames = sample_frames(source, spec, mode)
-    clock.lap("sample")
+    clock.lap(SAMPLE)
     views = network_views(frames, spec, mode)
-    clock.lap("normalize")
+    clock.lap(NORMALIZE)
     return views
 
 
@@ -121,14 +109,14 @@ class OfflinePredictor:
                  mode: str | None = None) -> Prediction:
         """Ranked classes of one video file's bytes. `mode` defaults to the model's sampling,
         `topk` to the service's default; a bad value raises ValueError, a bad video a
-        ServiceError (DecodeError, LimitExceededError) with the service's message."""
+        VideoInputError (DecodeError, LimitExceededError) with the service's message."""
         spec = self.meta.preprocess
         k = min(DEFAULT_TOPK, self.meta.num_classes) if topk is None else topk
         clock = StageClock()
         views = network_input(video, spec, spec.sampling if mode is None else mode, self.decode,
                               clock)
         logits = self.predictor.predict(views)
-        clock.lap(INFER_STAGE)
+        clock.lap(INFER)
         ranked = tuple(RankedClass(class_id, self.meta.labels[class_id], score)
                        for class_id, score in ranked_classes(logits, k))
         return Prediction(ranked, clock.stage_ms, clock.total_ms())

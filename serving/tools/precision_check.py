@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from serving.core.errors import ServiceError
+from serving.core.errors import VideoInputError
 from serving.core.metadata import MetadataError, PreprocessSpec, load_meta
 from serving.tools.offline import DecodeSettings, network_input
 from serving.core.predictor import (
@@ -33,7 +32,8 @@ from serving.core.predictor import (
     PredictorSettings,
     default_int8_dir,
 )
-from serving.core.stages import ranked_classes
+from serving.core.stages import INFER, ranked_classes
+from serving.core.timing import StageClock
 
 Item = TypeVar("Item")
 
@@ -99,7 +99,7 @@ def labelled_inputs(list_path: str | Path, spec: PreprocessSpec, *, count: int,
     for sample in spread_pick(read_list_file(list_path, root), count):
         try:
             views = network_input(sample.path.read_bytes(), spec, "uniform", DecodeSettings())
-        except ServiceError as exc:  # name the clip: the message alone does not
+        except VideoInputError as exc:  # name the clip: the message alone does not
             raise ValueError(f"{sample.path}: {exc}") from exc
         yield LabelledInput(sample.path, views, sample.label)
 
@@ -133,9 +133,9 @@ def compare(reference: Predictor, candidate: Predictor,
 
 
 def _timed_predict(predictor: Predictor, views: np.ndarray, times_ms: list[float]) -> np.ndarray:
-    started = time.perf_counter()
+    clock = StageClock()
     logits = predictor.predict(views)
-    times_ms.append((time.perf_counter() - started) * 1e3)
+    times_ms.append(clock.lap(INFER))
     return logits
 
 

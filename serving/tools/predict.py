@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from serving.core.errors import ServiceError
+from serving.core.errors import CodedError
 from serving.core.metadata import MetadataError
 from serving.tools.offline import OfflinePredictor, Prediction
 from serving.core.predictor import CPU_PRECISIONS, PredictorError, PredictorSettings
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             print(prediction_line(path.name, predictor.classify(
                 path.read_bytes(), topk=args.topk, mode=args.mode)), flush=True)
-        except (ServiceError, ValueError, OSError) as exc:
+        except (CodedError, ValueError, OSError) as exc:
             failed.add(path)
             print(f"{path.name}: error: {exc}", flush=True)
     if args.benchmark:

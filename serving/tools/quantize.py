@@ -11,8 +11,9 @@ int8 model is made without PaddleSlim. The quantised program keeps quantize/dequ
 precision `int8` in serving.core.predictor) turn into int8 kernels. Calibration clips go through the
 service's own preprocessing, so the activation ranges are those the service will see.
 
-The result is a complete model folder (program, metadata, labels, serving confs) that the
-service and `serving.tools.predict` load like any other, with precision int8. Its metadata records
+The result is a complete model folder (program, metadata, labels, serving confs, written by
+serving.core.model_folder like every model folder) that the service and `serving.tools.predict`
+load like any other, with precision int8. Its metadata records
 the calibration and, with --check, the top-1 agreement and largest logit difference against
 the fp32 model. Only legacy `.pdmodel` programs can be quantised (the static-graph quantiser
 does not read PIR `.json`); the exporter writes `.pdmodel` by default.
@@ -20,15 +21,15 @@ does not read PIR `.json`); the exporter writes `.pdmodel` by default.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from serving.core.errors import PPTSMError
 from serving.core.metadata import MetadataError, ModelMeta, load_meta
+from serving.core.model_folder import StagedModelFolder
 from serving.tools.precision_check import compare_with_fp32, labelled_inputs
 from serving.core.predictor import (
     INT8_SOURCE_KEY,
@@ -37,7 +38,7 @@ from serving.core.predictor import (
     PredictorSettings,
     default_int8_dir,
 )
-from serving.core.serving_conf import write_serving_confs
+from serving.core.timing import StageClock
 
 # Paddle's calibration algorithms for activation ranges; weights are always per-channel abs-max.
 ALGORITHMS = ("avg", "abs_max", "hist", "KL", "mse")
@@ -45,7 +46,7 @@ ALGORITHMS = ("avg", "abs_max", "hist", "KL", "mse")
 QUANTIZABLE_OPS = ("conv2d", "depthwise_conv2d", "matmul_v2", "matmul", "mul")
 
 
-class QuantizeError(RuntimeError):
+class QuantizeError(PPTSMError, RuntimeError):
     """The model cannot be quantised as asked; the message says why."""
 
 
@@ -85,7 +86,7 @@ def quantize_model(model_dir: str | Path, out_dir: str | Path, *, calibration_li
                    check_clips: int = 64, data_root: str | Path | None = None) -> ModelMeta:
     """Writes the int8 copy of `model_dir` to `out_dir` (replacing it only once it loads and,
     with `check_list`, has been compared with the fp32 model)."""
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    model_dir = Path(model_dir)
     if algo not in ALGORITHMS:
         raise QuantizeError(f"algo: one of {', '.join(ALGORITHMS)}, got {algo!r}")
     meta = load_meta(model_dir)
@@ -94,31 +95,26 @@ def quantize_model(model_dir: str | Path, out_dir: str | Path, *, calibration_li
     if meta.inference.format != "pdmodel":
         raise QuantizeError(f"{model_dir}: the program is PIR .json; export it as .pdmodel "
                             "(`make export FORMAT=pdmodel`) to quantise it")
-    started = time.perf_counter()
+    clock = StageClock()
     batches = [item.views for item in labelled_inputs(calibration_list, meta.preprocess,
                                                       count=clips, root=data_root)]
-    tmp_dir = out_dir.with_name(f".{out_dir.name}.quantize-tmp")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    _run_post_training_quantization(model_dir, meta, tmp_dir, batches, algo)
+    staged = StagedModelFolder.begin(out_dir, "quantize")
+    _run_post_training_quantization(model_dir, meta, staged.path, batches, algo)
     raw = meta.to_dict()
     raw["name"] = f"{meta.name}-int8"
     raw["source"] = {**meta.source, INT8_SOURCE_KEY: {
         "fp32_model": str(model_dir), "fp32_version": meta.version, "algo": algo,
         "calibration_list": str(calibration_list), "calibration_clips": len(batches),
-        "seconds": round(time.perf_counter() - started, 1)}}
+        "seconds": round(clock.total_ms() / 1000.0, 1)}}
     int8_meta = ModelMeta.from_dict(raw)
-    int8_meta.save(tmp_dir)
-    int8 = Predictor(tmp_dir, int8_meta, PredictorSettings(precision="int8"))
+    staged.save_meta(int8_meta)
+    int8 = Predictor(staged.path, int8_meta, PredictorSettings(precision="int8"))
     if check_list is not None:
         agreement = compare_with_fp32(model_dir, int8, check_list, count=check_clips,
                                       root=data_root)
         raw["evaluation"] = {**meta.evaluation, "int8_vs_fp32": agreement.as_dict()}
         int8_meta = ModelMeta.from_dict(raw)
-        int8_meta.save(tmp_dir)
-    shutil.copyfile(model_dir / "label_list.txt", tmp_dir / "label_list.txt")
-    write_serving_confs(tmp_dir, int8_meta)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp_dir.rename(out_dir)
+    staged.publish(int8_meta)
     return int8_meta
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from serving.core.metadata import load_meta
-from serving.core.predictor import ONEDNN_SLOW_OPS, Predictor, PredictorSettings, program_op_types
+from serving.core.predictor import ONEDNN_SLOW_OPS, Predictor, PredictorSettings
+from serving.core.program_files import legacy_op_types
 from tests.service_client import tiny_model_dir
 
 
@@ -17,8 +18,8 @@ def model_dir(tmp_path_factory, calibrate_bn) -> Path:
     return tiny_model_dir(tmp_path_factory, calibrate_bn)
 
 
-def test_program_op_types_lists_the_networks_ops(model_dir: Path) -> None:
-    ops = program_op_types(model_dir / load_meta(model_dir).inference.model_file)
+def test_legacy_op_types_lists_the_networks_ops(model_dir: Path) -> None:
+    ops = legacy_op_types(model_dir / load_meta(model_dir).inference.model_file)
     assert {"conv2d", "depthwise_conv2d", "elementwise_mul"} <= ops  # PP-LCNetV2's SE gates
     assert not {"feed", "fetch"} & ops
 

@@ -16,7 +16,7 @@ import pytest
 from serving.pipeline import compat  # noqa: F401  (must precede the Paddle Serving import)
 from paddle_serving_server.pipeline.proto import pipeline_service_pb2  # noqa: E402
 
-from serving.core.errors import UNAVAILABLE_CODE, ServiceError  # noqa: E402
+from serving.core.errors import UNAVAILABLE_CODE, CodedError  # noqa: E402
 from serving.pipeline.http_frontend import (  # noqa: E402
     JSON_ENVELOPE_ALLOWANCE_BYTES,
     MIN_EVICTABLE_AGE_S,
@@ -106,7 +106,7 @@ class _GatedServicer:
         self.gate.wait(timeout=30)
         return pipeline_service_pb2.Response(err_no=0, key=["keys"], value=[",".join(request.key)])
 
-    def refuse(self, request, error: ServiceError):
+    def refuse(self, request, error: CodedError):
         return pipeline_service_pb2.Response(err_no=error.code, err_msg=error.message)
 
 

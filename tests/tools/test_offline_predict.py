@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.tools.offline import INFER_STAGE, PREPROCESS_STAGES, OfflinePredictor
+from serving.core.stages import INFER, PREPROCESS_STAGES
+from serving.tools.offline import OfflinePredictor
 from serving.tools.predict import BENCHMARK_COLUMNS, main
 from tests.service_client import TestService, classify, tiny_model_dir
 from tests.serving_helpers import TINY_LABELS, write_video
@@ -50,7 +51,7 @@ def test_offline_answer_equals_the_service_answer(service, model_dir, videos, mo
 
 def test_prediction_reports_every_stage(model_dir, videos) -> None:
     prediction = OfflinePredictor(model_dir).classify(videos[0].read_bytes())
-    assert set(prediction.stage_ms) == {*PREPROCESS_STAGES, INFER_STAGE}
+    assert set(prediction.stage_ms) == {*PREPROCESS_STAGES, INFER}
     assert prediction.preprocess_ms == pytest.approx(
         sum(prediction.stage_ms[s] for s in PREPROCESS_STAGES))
     assert prediction.total_ms >= prediction.preprocess_ms + prediction.infer_ms

@@ -24,7 +24,7 @@ Frame count rule: `num_frames` is the number of video packets the container hold
 frame index; PaddleVideo's frames_len on healthy files). If decoding ends earlier (truncated
 or damaged stream), the source lowers `num_frames` to the frames that did decode and
 `read_sampled` samples again from that count, once; a stream that shrinks again is a
-DecodeError. Every failure reaches the caller as a ServiceError subclass (DecodeError,
+DecodeError. Every failure reaches the caller as a VideoInputError (DecodeError,
 LimitExceededError) with a message fit for the client; no decoder exception escapes.
 """
 from __future__ import annotations

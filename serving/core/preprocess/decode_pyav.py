@@ -54,7 +54,8 @@ class _LostTrack(Exception):
 
 
 # Frames of at least this many pixels are decoded by two decoders side by side; below it the
-# second decoder's start costs about what it saves (320x240: 25 ms either way).
+# second decoder's start costs about what it saves (at 320x240 both ways take the same time;
+# README, "Speed: where the time goes").
 PARALLEL_MIN_PIXELS = 640 * 360
 
 

@@ -86,9 +86,8 @@ class FrameResize:
 
 # Frames whose input or output has at least this many pixels are resized on the shared pool;
 # smaller ones in the calling thread, where the pool's hand-offs cost more than the second core
-# saves. Measured on 2 cores: 16 frames 160x120 -> 171x128, 7.8 ms either way; 8 frames
-# 128x96 -> 64x48 (training-size clips), 1.5 ms alone and 2.2 ms on the pool; from 240x180 up
-# the pool is 1.2-1.8x faster.
+# saves (training-size clips lose on the pool; the break-even is about this size; figures:
+# README, "Speed: where the time goes").
 PARALLEL_RESIZE_MIN_PIXELS = 240 * 180
 
 

@@ -1,10 +1,8 @@
 """One process-wide thread pool for the preprocessing work that releases the GIL while it runs
 (FFmpeg decoding, Pillow and OpenCV resizing), so that one request's frames can use more than
-one core.
-
-Measured on 2 cores (PP-TSMv2, 16 frames of a 10 s clip): resizing 1280x720 frames to 341x256
-took 123 ms in one thread and 67-72 ms on two; decoding the sampled frames of the 1280x720 clip
-with two decoders side by side took 137-142 ms instead of 174-230 ms.
+one core: on 2 cores, resizing a 720p clip's sampled frames and decoding them with two
+decoders side by side both take markedly less wall time than in one thread (figures: README,
+"Speed: where the time goes").
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """The per-clip work of the service's stages as plain functions: frames -> views -> scores.
 
-The Paddle Serving ops (serving/pipeline/ops.py) and the in-process predictor (serving/tools/offline.py) must
-answer the same file with the same numbers, so the few steps between "an opened video" and
-"ranked classes" exist once, here, and both call them, and so do the stage names both report
-timings under. Nothing in this module knows about Paddle Serving, timing or requests.
+The Paddle Serving ops (serving/pipeline/ops.py) and the in-process predictor
+(serving/tools/offline.py) must answer the same file with the same numbers, so the few steps
+between "an opened video" and "ranked classes" exist once, here, and both call them, and so do
+the stage names both report timings under. Nothing in this module knows about Paddle Serving, timing or requests.
 """
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 (stage names and timing from serving.core.stages and serving.core.timing, shared with the offline
 predictor).
 
-Each op calls library functions (serving.pipeline.protocol, serving.core.preprocess, serving.core.predictor,
-serving.core.postprocess) and only adapts them to Paddle Serving 0.9's Op contract, read from
-`paddle_serving_server/pipeline/operator.py`:
+Each op calls library functions (serving.pipeline.protocol, serving.core.preprocess,
+serving.core.predictor, serving.core.postprocess) and only adapts them to Paddle Serving 0.9's
+Op contract, read from `paddle_serving_server/pipeline/operator.py`:
 
 * `preprocess(input_dicts, data_id, log_id)` returns `(data, is_skip_process, prod_errcode,
   prod_errinfo)`. A non-None `prod_errcode` ends the request at once: the framework forwards it
@@ -18,7 +18,8 @@ serving.core.postprocess) and only adapts them to Paddle Serving 0.9's Op contra
   slices every output array back per request by the same row offsets. `PPTSMOp` therefore runs
   its own Predictor (Paddle Serving's local predictor only finds `*.pdmodel`) inside `process`.
 * Paddle Serving applies an op's `timeout` to `process` only; the decode, sample and normalize
-  stages work in `preprocess`, so `_StageOp` applies the same setting there (serving.pipeline.deadline).
+  stages work in `preprocess`, so `_StageOp` applies the same setting there
+  (serving.pipeline.deadline).
 """
 from __future__ import annotations
 

@@ -36,13 +36,13 @@ from serving.pipeline import compat  # noqa: F401  (must precede the Paddle Serv
 import grpc  # noqa: E402
 
 from serving.tools.launcher import ServiceProcess, free_port  # noqa: E402
+from bench.serving_load import json_body  # noqa: E402
 from tests import hostile_corpus  # noqa: E402
 from tests.video_corpus import costly_to_decode  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HTTP_TIMEOUT_S = 300
 SCORE_TOLERANCE = 1e-4
-INFERENCE_METHOD = "/baidu.paddle_serving.pipeline_serving.PipelineService/inference"
 # Seconds a slow sender keeps its connection, one header byte a second (the service's own
 # read deadline may end it sooner).
 SLOW_SENDER_S = 5.0
@@ -84,10 +84,6 @@ class HostileLoadResult:
                 f"hostile requests sent: {sent}")
 
 
-def _json_body(keys: Sequence[str], values: Sequence[str]) -> bytes:
-    return json.dumps({"key": list(keys), "value": list(values)}).encode()
-
-
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -99,13 +95,10 @@ def _post(url: str, body: bytes) -> dict:
 
 
 def _raw_grpc(rpc: str, message: bytes) -> None:
-    with grpc.insecure_channel(rpc) as channel:
-        call = channel.unary_unary(INFERENCE_METHOD, request_serializer=lambda raw: raw,
-                                   response_deserializer=lambda raw: raw)
-        try:
-            call(message, timeout=HTTP_TIMEOUT_S)
-        except grpc.RpcError:
-            pass  # a refusal by the transport is an answer too
+    try:
+        hostile_corpus.send_raw_grpc(rpc, message, HTTP_TIMEOUT_S)
+    except grpc.RpcError:
+        pass  # a refusal by the transport is an answer too
 
 
 def _slow_sender(port: int) -> None:
@@ -138,15 +131,15 @@ def hostile_requests(folder: Path) -> dict[str, HostileSend]:
                                                                large_frames=6),
         "costly decode": costly_to_decode(6000, width=1280, height=720),
     }
-    dense_4k = _json_body(["video", "mode"],
-                          [_b64(hostile_corpus.one_frame_video(4096, 2160, folder)), "dense"])
-    bodies = {name: _json_body(["video"], [_b64(data)]) for name, data in uploads.items()}
+    dense_4k = json_body({"video": _b64(hostile_corpus.one_frame_video(4096, 2160, folder)),
+                          "mode": "dense"})
+    bodies = {name: json_body({"video": _b64(data)}) for name, data in uploads.items()}
     bodies["4k dense"] = dense_4k
     bodies["tensors flood"] = hostile_corpus.tensors_flood_json(1_000_000)
     bodies["nested json"] = hostile_corpus.deeply_nested_json(100_000)
     senders: dict[str, HostileSend] = {
         name: (lambda ends, body=body: _post(ends.url, body)) for name, body in bodies.items()}
-    grpc_flood = b"\x1a\x00" * 1_000_000  # 10^6 empty `tensors` entries
+    grpc_flood = hostile_corpus.grpc_tensors_flood(1_000_000)
     senders["grpc tensors flood"] = lambda ends: _raw_grpc(ends.rpc, grpc_flood)
     senders["slow sender"] = lambda ends: _slow_sender(ends.http_port)
     return senders
@@ -203,7 +196,7 @@ def run_hostile_load(ends: Endpoints, honest_videos: Sequence[bytes], folder: Pa
                      concurrency: int, total: int, hostile: int) -> HostileLoadResult:
     """The reference pass, the honest load alone, then the honest load beside `hostile`
     hostile clients (see the module docstring)."""
-    bodies = [_json_body(["video"], [_b64(video)]) for video in honest_videos]
+    bodies = [json_body({"video": _b64(video)}) for video in honest_videos]
     references = [_post(ends.url, body) for body in bodies]
     alone, lost_alone = _honest_run(ends.url, bodies, references, concurrency=concurrency,
                                     total=total)

@@ -48,13 +48,14 @@ class LoadResult:
     first_error: str
 
 
-def _json_body(fields: dict[str, str]) -> bytes:
+def json_body(fields: dict[str, str]) -> bytes:
+    """The body of a request in Paddle Serving's JSON form."""
     return json.dumps({"key": list(fields), "value": list(fields.values())}).encode()
 
 
 def video_body(clip_label: str, video: bytes) -> RequestBody:
     return RequestBody("video", clip_label,
-                       _json_body({"video": base64.b64encode(video).decode("ascii")}))
+                       json_body({"video": base64.b64encode(video).decode("ascii")}))
 
 
 def frames_size(width: int, height: int, frames: int) -> int:
@@ -65,7 +66,7 @@ def frames_size(width: int, height: int, frames: int) -> int:
 def frames_body(clip_label: str, video: bytes) -> RequestBody:
     """Every frame decoded here, as the PaddleVideo client does before posting."""
     frames = decode_all(video)
-    return RequestBody("frames", clip_label, _json_body({
+    return RequestBody("frames", clip_label, json_body({
         "frames": base64.b64encode(np.ascontiguousarray(frames).tobytes()).decode("ascii"),
         "frames_shape": str(tuple(frames.shape))}))
 

@@ -16,7 +16,12 @@ from pathlib import Path
 import av
 import numpy as np
 
-from tests.video_corpus import encode_video
+from serving.pipeline import compat  # noqa: F401  (must precede the Paddle Serving import)
+import grpc  # noqa: E402
+
+from serving.pipeline.server import SERVICE_FULL_NAME  # noqa: E402
+
+from tests.video_corpus import encode_video  # noqa: E402
 
 # Boxes of an MP4 that hold other boxes (on the path from the file to a track's `dref`).
 _MP4_PARENTS = frozenset({b"moov", b"trak", b"mdia", b"minf", b"dinf"})
@@ -163,3 +168,37 @@ def tensors_flood_json(entries: int) -> bytes:
 
 def deeply_nested_json(depth: int) -> bytes:
     return b'{"key": ' + b"[" * depth + b"]" * depth + b', "value": []}'
+
+
+INFERENCE_METHOD = f"/{SERVICE_FULL_NAME}/inference"
+# Request field numbers (pipeline_service.proto), for messages no client library would build.
+TENSORS_FIELD, NAME_FIELD = 3, 4
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def grpc_length_field(number: int, payload: bytes) -> bytes:
+    """One length-delimited field of a serialized protobuf message."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def grpc_tensors_flood(entries: int) -> bytes:
+    """A serialized Request of `entries` empty `tensors` entries: two bytes each."""
+    return grpc_length_field(TENSORS_FIELD, b"") * entries
+
+
+def send_raw_grpc(target: str, message: bytes, timeout: float) -> bytes:
+    """Sends serialized Request bytes to the service at `target` (host:port) as they are and
+    returns the serialized Response (grpc.RpcError when the transport refuses them)."""
+    options = [("grpc.max_send_message_length", 256 * 1024 * 1024)]
+    with grpc.insecure_channel(target, options=options) as channel:
+        call = channel.unary_unary(INFERENCE_METHOD, request_serializer=lambda raw: raw,
+                                   response_deserializer=lambda raw: raw)
+        return call(message, timeout=timeout)

@@ -29,6 +29,7 @@ from serving.pipeline import compat  # noqa: F401  (must precede the Paddle Serv
 from paddle_serving_server.pipeline.proto import pipeline_service_pb2  # noqa: E402
 
 from serving.core.errors import CodedError, InvalidInputError  # noqa: E402
+from serving.pipeline.protocol import tensors_refused  # noqa: E402
 
 # Request field numbers (pipeline_service.proto).
 KEY, VALUE, TENSORS, NAME, METHOD, LOGID, CLIENTIP = range(1, 8)
@@ -114,9 +115,7 @@ def scan(data: bytes) -> CodedError | None:
 def _field_problem(number: int, size: int, counts: dict[int, int]) -> CodedError | None:
     """The problem of one more field `number` of `size` bytes, or None."""
     if number == TENSORS:
-        return InvalidInputError(
-            "tensors: this service does not accept Paddle Serving tensors; send the video or "
-            "frames as base64 strings in 'value'")
+        return tensors_refused(None)  # the walk stops at the first one: no count
     if number in (KEY, VALUE) and counts[number] > MAX_ENTRIES:
         return InvalidInputError(f"{_FIELD_NAMES[number]}: more than {MAX_ENTRIES} entries; "
                                  "the protocol has at most 7 keys")

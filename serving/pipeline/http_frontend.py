@@ -53,6 +53,7 @@ from serving.pipeline.protocol import (  # noqa: E402
     OPTIONS_ALLOWANCE_BYTES,
     check_envelope,
     max_request_bytes,
+    quote,
 )
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,6 @@ _INT64_TEXT = re.compile(r"-?[0-9]{1,19}")
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
 # A JSON escape of a UTF-16 surrogate: only then can a parsed string hold a lone surrogate.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_CLIENT_TEXT_CHARS = 80
 
 
 @dataclass(frozen=True)
@@ -135,12 +135,6 @@ class RequestRejected(Exception):
 def _rejected(message: str) -> RequestRejected:
     return RequestRejected(HTTPStatus.BAD_REQUEST, InvalidInputError.CODE,
                            f"request body: {message}")
-
-
-def _quote(text: str) -> str:
-    """Client text for a message, cut short and made printable."""
-    cut = text[:_CLIENT_TEXT_CHARS] + ("..." if len(text) > _CLIENT_TEXT_CHARS else "")
-    return ascii(cut)
 
 
 @dataclass
@@ -612,7 +606,7 @@ class _PredictionHandler(JsonRequestHandler):
         text = values[0].strip(" \t") if values else "0"
         if not _CONTENT_LENGTH.fullmatch(text):
             raise RequestRejected(HTTPStatus.BAD_REQUEST, InvalidInputError.CODE,
-                                  f"Content-Length: {_quote(text)} is not a byte count")
+                                  f"Content-Length: {quote(text)} is not a byte count")
         return int(text)
 
     def _read_request(self) -> ParsedBody:

@@ -75,7 +75,7 @@ class ClassifyRequest:
 Request = Union[PingRequest, ClassifyRequest]
 
 
-def _quote(text: str) -> str:
+def quote(text: str) -> str:
     """repr of client text, cut so that a huge key or value cannot bloat a message or a log."""
     return repr(text[:QUOTE_CHARS] + ("..." if len(text) > QUOTE_CHARS else ""))
 
@@ -85,21 +85,27 @@ def max_request_bytes(limits: DecodeLimits) -> int:
     return (limits.max_bytes + 2) // 3 * 4 + OPTIONS_ALLOWANCE_BYTES
 
 
+def tensors_refused(count: int | None) -> InvalidInputError:
+    """The one answer to Paddle Serving `tensors` (which the stock request op would unpickle),
+    with how many were sent when the transport counted them."""
+    sent = f" ({count} sent)" if count is not None else ""
+    return InvalidInputError(f"tensors: this service does not accept Paddle Serving tensors{sent}; "
+                             "send the video or frames as base64 strings in 'value'")
+
+
 def check_envelope(keys: Sequence[str], values: Sequence[str], *, tensor_count: int,
                    limits: DecodeLimits) -> None:
     """Refuses a request whose key/value lists cannot be read as this protocol, before any of
     its values is parsed (see the module docstring)."""
     if tensor_count:
-        raise InvalidInputError(
-            f"tensors: this service does not accept Paddle Serving tensors ({tensor_count} sent); "
-            "send the video or frames as base64 strings in 'value'")
+        raise tensors_refused(tensor_count)
     if len(keys) != len(values):
         raise InvalidInputError(f"the request has {len(keys)} keys but {len(values)} values; "
                                 "send one value per key")
     seen: set[str] = set()
     for key in keys:
         if key in seen:
-            raise InvalidInputError(f"{_quote(key)} is sent twice; send each key once")
+            raise InvalidInputError(f"{quote(key)} is sent twice; send each key once")
         seen.add(key)
     size = sum(len(value) for value in values)
     limit = max_request_bytes(limits)
@@ -136,7 +142,7 @@ def parse_frames_shape(text: str) -> tuple[int, int, int, int]:
     match = _SHAPE_PATTERN.match(text)
     if match is None:
         raise InvalidInputError(
-            f"frames_shape: expected four integers like '(8, 224, 224, 3)', got {_quote(text)}")
+            f"frames_shape: expected four integers like '(8, 224, 224, 3)', got {quote(text)}")
     shape = tuple(int(group) for group in match.groups())
     if shape[3] != 3:
         raise InvalidInputError(f"frames_shape: the last dimension must be 3 (RGB), got {shape[3]}")
@@ -164,7 +170,7 @@ def _parse_topk(text: str | None, num_classes: int) -> int:
         return min(DEFAULT_TOPK, num_classes)
     if not re.fullmatch(r"\s*\d{1,9}\s*", text) or not 1 <= int(text) <= num_classes:
         raise InvalidInputError(
-            f"topk: must be an integer from 1 to {num_classes}, got {_quote(text)}")
+            f"topk: must be an integer from 1 to {num_classes}, got {quote(text)}")
     return int(text)
 
 
@@ -172,7 +178,7 @@ def _parse_mode(text: str | None, default: str) -> str:
     if text is None:
         return default
     if text not in MODES:
-        raise InvalidInputError(f"mode: must be one of {', '.join(MODES)}, got {_quote(text)}")
+        raise InvalidInputError(f"mode: must be one of {', '.join(MODES)}, got {quote(text)}")
     return text
 
 
@@ -180,7 +186,7 @@ def _string_fields(fields: Mapping[str, object]) -> dict[str, str]:
     unknown = sorted(key for key in fields if key not in ALLOWED_KEYS and key != SERVING_PROFILE_KEY)
     if unknown:
         raise InvalidInputError(
-            f"unknown key {_quote(unknown[0])}; allowed keys: {', '.join(ALLOWED_KEYS)}")
+            f"unknown key {quote(unknown[0])}; allowed keys: {', '.join(ALLOWED_KEYS)}")
     for key, value in fields.items():
         if not isinstance(value, str):
             raise InvalidInputError(

@@ -54,6 +54,7 @@ from serving.pipeline.http_frontend import HttpSettings, RestServer  # noqa: E40
 from serving.pipeline.metrics import serving_registry  # noqa: E402
 from serving.pipeline.metrics_server import MetricsServer  # noqa: E402
 from serving.pipeline.observer import RequestObserver  # noqa: E402
+from serving.pipeline.protocol import max_request_bytes  # noqa: E402
 from serving.core.preprocess.decode_limits import DecodeLimits  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -192,12 +193,12 @@ def _start_metrics(server: PipelineServer, servicer: ObservedServicer, host: str
 
 
 def serve(server: PipelineServer, observer: RequestObserver, *, shutdown_grace_s: float,
-          limits: DecodeLimits, max_request_chars: int, rpc_host: str = "[::]",
+          limits: DecodeLimits, rpc_host: str = "[::]",
           http_settings: HttpSettings = HttpSettings(), http_host: str = "0.0.0.0",
           metrics_host: str = "0.0.0.0") -> None:
     """Serves `server` (after its `prepare_server`) until SIGTERM or SIGINT, then stops
-    gracefully (see the module docstring) and returns. `limits` bound a REST body,
-    `max_request_chars` (protocol.max_request_bytes) a gRPC message; gRPC listens on
+    gracefully (see the module docstring) and returns. `limits` bound a REST body and a gRPC
+    message (protocol.max_request_bytes); gRPC listens on
     `rpc_host`, REST on `http_host`, metrics on `metrics_host`; `http_settings` bound what REST
     and metrics clients may hold."""
     stop_requested = threading.Event()
@@ -208,7 +209,7 @@ def serve(server: PipelineServer, observer: RequestObserver, *, shutdown_grace_s
                                 max_in_flight=server._worker_num)
     metrics = _start_metrics(server, servicer, metrics_host, http_settings)
     grpc_server = _grpc_server(servicer, workers=server._worker_num,
-                               max_request_chars=max_request_chars,
+                               max_request_chars=max_request_bytes(limits),
                                address=f"{rpc_host}:{server._rpc_port}")
     grpc_server.start()
     rest = None

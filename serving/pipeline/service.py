@@ -43,7 +43,6 @@ from serving.pipeline.observer import RequestObserver  # noqa: E402
 from serving.pipeline.ops import DecodeOp, KeyValueRequestOp, NormalizeOp, PPTSMOp, SampleOp  # noqa: E402
 from serving.core.predictor import Predictor, PredictorError, PredictorSettings  # noqa: E402
 from serving.core.preprocess.decode import DecodeLimits, backend_order  # noqa: E402
-from serving.pipeline.protocol import max_request_bytes  # noqa: E402
 from serving.pipeline.request_log import configure_request_log  # noqa: E402
 from serving.pipeline.server import exit_now, serve  # noqa: E402
 from serving.pipeline.serving_logs import ServingLogSettings, route_serving_logs  # noqa: E402
@@ -280,7 +279,6 @@ class PPTSMService(WebService):
                                    configure_request_log(self._config.request_log_path))
         serve(self._server, observer, shutdown_grace_s=self._config.shutdown_grace_s,
               limits=self._config.limits,
-              max_request_chars=max_request_bytes(self._config.limits),
               rpc_host=self._config.rpc_host, http_settings=self._config.http,
               http_host=self._config.http_host, metrics_host=self._config.metrics_host)
 

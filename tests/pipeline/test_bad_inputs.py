@@ -29,8 +29,9 @@ from serving.pipeline import compat  # noqa: F401  (must precede the Paddle Serv
 import grpc  # noqa: E402
 from paddle_serving_server.pipeline.proto import pipeline_service_pb2  # noqa: E402
 
-from serving.pipeline.server import SERVICE_FULL_NAME  # noqa: E402
 
+from tests.hostile_corpus import grpc_tensors_flood, send_raw_grpc  # noqa: E402
+from tests.process_watch import resident_bytes  # noqa: E402
 from tests.service_client import (  # noqa: E402
     TestService,
     b64,
@@ -53,9 +54,6 @@ MAX_BYTES = 1024 * 1024
 LIMITS = {"max_bytes": MAX_BYTES, "max_pixels_per_frame": 640 * 480, "max_frames": 600,
           "max_duration_s": 60}
 PADDING_BYTES = 100 * 1000 * 1000
-# The client side accepts anything: the limits under test are the service's.
-GRPC_CLIENT_OPTIONS = [("grpc.max_send_message_length", 256 * 1024 * 1024),
-                       ("grpc.max_receive_message_length", 256 * 1024 * 1024)]
 # Resident memory a refused flood may add to the service (parsed, it would add ~240 MB).
 FLOOD_RSS_BOUND_KIB = 40 * 1024
 # The largest request: the base64 of a MAX_BYTES upload (4 * ceil(MAX_BYTES / 3)) + 64 KiB.
@@ -367,17 +365,8 @@ def test_grpc_message_just_over_the_values_limit_gets_a_clean_answer(service, co
 def _grpc_raw(service: TestService, data: bytes) -> pipeline_service_pb2.Response:
     """Sends `data` as the serialized Request, byte for byte (for messages that protobuf would
     not build, or would build slowly)."""
-    with grpc.insecure_channel(f"127.0.0.1:{service.rpc_port}", options=GRPC_CLIENT_OPTIONS) \
-            as channel:
-        call = channel.unary_unary(f"/{SERVICE_FULL_NAME}/inference",
-                                   request_serializer=lambda raw: raw,
-                                   response_deserializer=pipeline_service_pb2.Response.FromString)
-        return call(data, timeout=120)
-
-
-def _rss_kib(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+    return pipeline_service_pb2.Response.FromString(
+        send_raw_grpc(f"127.0.0.1:{service.rpc_port}", data, timeout=120))
 
 
 def _assert_grpc_still_serving(service: TestService, corpus: dict[str, bytes]) -> None:
@@ -390,17 +379,17 @@ def test_grpc_tensors_flood_is_refused_unparsed(service, corpus) -> None:
     """700,000 empty `tensors` entries (1.4 MB, within the message limit) would be 700,000
     protobuf objects (about 350 bytes each) if parsed: the deserializer refuses the message at
     its first entry, and the service's memory does not grow with it."""
-    flood = b"\x1a\x00" * 700_000
-    before = _rss_kib(service.process.pid)
+    flood = grpc_tensors_flood(700_000)
+    before = resident_bytes(service.process.pid) // 1024
     for _ in range(3):
         reply = _grpc_raw(service, flood)
         assert reply.err_no == 51 and reply.err_msg.startswith(
             "tensors: this service does not accept Paddle Serving tensors")
         assert dict(zip(reply.key, reply.value))["request_id"].isdigit()
-    assert _rss_kib(service.process.pid) - before < FLOOD_RSS_BOUND_KIB
+    assert resident_bytes(service.process.pid) // 1024 - before < FLOOD_RSS_BOUND_KIB
     # 10^6 entries (2 MB) are past max_receive_message_length: refused by gRPC, unread.
     with pytest.raises(grpc.RpcError) as info:
-        _grpc_raw(service, b"\x1a\x00" * 1_000_000)
+        _grpc_raw(service, grpc_tensors_flood(1_000_000))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     _assert_grpc_still_serving(service, corpus)
 

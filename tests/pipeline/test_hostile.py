@@ -6,11 +6,15 @@ bound or leave CPU work running. After every case an honest request must still b
 The service runs with the default request limits from pipeline_config/config.yml (4K frames
 allowed), in a working directory of its own that holds a canary video: a relative path in an
 upload resolves there, and the canary's access time proves whether anything read it.
+
+Malformed HTTP (JSON floods, deep JSON, lone surrogates, Content-Length tricks, other methods,
+slow senders) is proved in test_http_hostile.py, and gRPC messages past the transport's limits
+(100 MB names, floods over max_receive_message_length) in test_bad_inputs.py, each against a
+service configured for it; this module sends what the default configuration must survive.
 """
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,10 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 
 from serving.pipeline import compat  # noqa: F401  (must precede the Paddle Serving import)
-import grpc  # noqa: E402
 
 from tests import hostile_corpus  # noqa: E402
 from tests.process_watch import (  # noqa: E402
@@ -46,7 +48,6 @@ from tests.video_corpus import costly_to_decode, encode_video  # noqa: E402
 
 CANARY = "canary.mp4"
 MIB = 1024 * 1024
-INFERENCE_METHOD = "/baidu.paddle_serving.pipeline_serving.PipelineService/inference"
 NOT_A_CONTAINER = "video: not a decodable video container"
 
 
@@ -190,60 +191,19 @@ def test_one_4k_raw_frame_dense_is_not_copied_per_index(service) -> None:
     assert growth < 900 * MIB, f"{growth / MIB:.0f} MiB"
 
 
-def test_tensors_flood_over_rest_costs_no_memory(service) -> None:
-    body = hostile_corpus.tensors_flood_json(1_000_000)
-    responses: list[requests.Response] = []
-    growth = _peak_growth(service, lambda: responses.append(requests.post(
-        service.url, data=body, headers={"Content-Type": "application/json"},
-        timeout=HTTP_TIMEOUT_S)))
-    answer = responses[0].json()  # refused from a count of its separators, before parsing
-    assert answer["err_no"] == 51 and answer["err_msg"].startswith("request body: ")
-    assert growth < 48 * MIB, f"{growth / MIB:.0f} MiB"
-
-
-def _raw_grpc(service: TestService, message: bytes) -> grpc.Call:
-    """Sends `message` (serialised Request bytes, possibly ones no client library would build)."""
-    options = [("grpc.max_send_message_length", 256 * MIB)]
-    with grpc.insecure_channel(f"127.0.0.1:{service.rpc_port}", options=options) as channel:
-        call = channel.unary_unary(INFERENCE_METHOD, request_serializer=lambda raw: raw,
-                                   response_deserializer=lambda raw: raw)
-        return call(message, timeout=HTTP_TIMEOUT_S)
+def _raw_grpc(service: TestService, message: bytes) -> bytes:
+    return hostile_corpus.send_raw_grpc(f"127.0.0.1:{service.rpc_port}", message, HTTP_TIMEOUT_S)
 
 
 def test_tensors_flood_over_grpc_costs_no_memory(service) -> None:
     from paddle_serving_server.pipeline.proto import pipeline_service_pb2
 
-    empty_tensor_entry = b"\x1a\x00"  # field 3 (tensors), length-delimited, 0 bytes
-    message = empty_tensor_entry * 1_000_000
+    message = hostile_corpus.grpc_tensors_flood(1_000_000)
     replies: list[bytes] = []
     growth = _peak_growth(service, lambda: replies.append(_raw_grpc(service, message)))
     answer = pipeline_service_pb2.Response.FromString(replies[0])
     assert answer.err_no == 51 and "tensors" in answer.err_msg
     assert growth < 48 * MIB, f"{growth / MIB:.0f} MiB"
-
-
-def test_100_mb_grpc_name_is_refused_and_not_logged(service) -> None:
-    name = b"n" * (100 * 1000 * 1000)
-    message = b"\x22" + _varint(len(name)) + name  # field 4 (name), length-delimited
-    log_size = service.log_path.stat().st_size
-    try:
-        reply = _raw_grpc(service, message)
-    except grpc.RpcError as refused:  # refused by gRPC's message size limit
-        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    else:
-        from paddle_serving_server.pipeline.proto import pipeline_service_pb2
-
-        assert pipeline_service_pb2.Response.FromString(reply).err_no == 51
-    assert service.log_path.stat().st_size - log_size < 64 * 1024
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 PROFILE_KEY = "pipeline.profile"
@@ -274,42 +234,3 @@ def test_costly_sparse_decode_leaves_no_work_running(service) -> None:
         if busy < 0.25 or time.monotonic() > deadline:
             break
     assert busy < 0.25, f"the service still uses {busy:.2f} CPU seconds per second"
-
-
-@pytest.mark.parametrize("head, body, status", [
-    ("POST", hostile_corpus.deeply_nested_json(100_000), 400),
-    ("POST", b'{"key": ["video"], "value": ["\\ud800"]}', 400),
-    ("POST", b'{"key": ["\\udfff"], "value": ["AAAA"]}', 400),
-], ids=["JSON nested 100,000 deep", "lone surrogate in a value", "lone surrogate in a key"])
-def test_malformed_json_gets_a_json_error(service, head: str, body: bytes, status: int) -> None:
-    response = requests.post(service.url, data=body, timeout=HTTP_TIMEOUT_S)
-    assert response.status_code == status
-    assert response.json()["err_no"] == 51
-
-
-@pytest.mark.parametrize("lengths", [["5", "6"], ["+5"], ["5, 5"], ["-1"], ["0x05"], ["5 5"]])
-def test_content_length_tricks_get_a_json_400(service, lengths: list[str]) -> None:
-    head = "".join(f"Content-Length: {value}\r\n" for value in lengths)
-    raw = (f"POST /pptsm/prediction HTTP/1.1\r\nHost: x\r\n{head}\r\n").encode() + b'{"a":1}'
-    status, body = _exchange(service, raw)
-    assert status == 400 and b'"err_no": 51' in body
-
-
-@pytest.mark.parametrize("method", ["HEAD", "OPTIONS", "TRACE", "CONNECT"])
-def test_other_methods_get_a_json_answer(service, method: str) -> None:
-    status, body = _exchange(service, f"{method} /pptsm/prediction HTTP/1.1\r\nHost: x\r\n"
-                                      f"Connection: close\r\n\r\n".encode())
-    assert status in (400, 405, 501)  # 501: a method http.server does not dispatch
-    assert body == b"" if method == "HEAD" else b'"err_no": 51' in body
-
-
-def _exchange(service: TestService, raw: bytes) -> tuple[int, bytes]:
-    """Sends raw bytes on a new connection; (status, body) of the answer."""
-    with socket.create_connection(("127.0.0.1", service.http_port), timeout=30) as sock:
-        sock.sendall(raw)
-        sock.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body

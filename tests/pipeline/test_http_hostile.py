@@ -23,6 +23,7 @@ import yaml
 from serving.pipeline.http_frontend import HttpSettings
 from serving.core.metadata import load_meta
 from serving.pipeline.service import ConfigError, ServiceConfig, load_service_config
+from tests.process_watch import peak_resident_bytes, reset_peak, resident_bytes
 from tests.service_client import (
     DEFAULT_CONFIG,
     TestService,
@@ -93,21 +94,15 @@ def _post_bytes(service: TestService, body: bytes) -> tuple[int, dict]:
     return response.status_code, response.json()
 
 
-def _memory_kib(pid: int) -> dict[str, int]:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines()
-            if line.startswith(("VmRSS", "VmHWM"))}
-
-
 def test_a_tensors_flood_is_refused_within_a_small_memory_bound(service, clip) -> None:
     """10^6 empty `tensors` entries in a 3 MB body: refused before json.loads; the service's
     peak resident memory (VmHWM, reset first through clear_refs) grows by less than 50 MB."""
     pid = service.process.pid
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
-    before = _memory_kib(pid)
+    reset_peak(pid)
+    before = resident_bytes(pid)
     body = b'{"key": ["ping"], "value": [""], "tensors": [' + b"{}," * 999_999 + b"{}]}"
     status, answer = _post_bytes(service, body)
-    peak_growth = (_memory_kib(pid)["VmHWM"] - before["VmRSS"]) * 1024
+    peak_growth = peak_resident_bytes(pid) - before
     assert (status, answer["err_no"]) == (400, 51)
     assert answer["err_msg"].startswith("request body: ")
     assert "JSON separators (',' '[' '{') exceed the limit of 10000" in answer["err_msg"]

@@ -10,6 +10,7 @@ import numpy as np
 from serving.core.preprocess.cancel import CancelToken, raise_if_cancelled
 from serving.core.preprocess.decode_limits import DecodeLimits
 from serving.core.preprocess.transforms import FrameResize
+from serving.core.preprocess.video_source import distinct_indices, gather_rows
 
 
 class RawFrames:
@@ -42,10 +43,7 @@ class RawFrames:
 
     def read(self, indices: Sequence[int], resize: FrameResize | None = None) -> np.ndarray:
         """[len(indices), h, w, 3]: frame indices[k] at row k, resized by `resize` if given."""
-        wanted = sorted({int(index) for index in indices})
-        if wanted and (wanted[0] < 0 or wanted[-1] >= self.num_frames):
-            raise ValueError(f"frame indices must lie in [0, {self.num_frames}), "
-                             f"got {wanted[0]}..{wanted[-1]}")
+        wanted = distinct_indices(indices, self.num_frames)
         size = (self.width, self.height)
         if resize is None:  # the rows are copies of the uploaded frames
             self._limits.check_held_frames(size, len(indices), size, 0)
@@ -57,7 +55,7 @@ class RawFrames:
             resized[index] = resize(self._frames[index])
         if not indices:
             return np.empty((0, resize.size[1], resize.size[0], 3), dtype=np.uint8)
-        return np.stack([resized[int(index)] for index in indices])
+        return gather_rows(indices, resized)
 
     def close(self) -> None:
         """Nothing to release; present so callers can close any frame source."""

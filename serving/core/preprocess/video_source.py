@@ -158,10 +158,7 @@ class VideoSource(ABC):
         frame is resized (once per distinct index, right after it is decoded)."""
         if self._closed:
             raise ValueError("read from a closed video source")
-        wanted = sorted({int(index) for index in indices})
-        if wanted and (wanted[0] < 0 or wanted[-1] >= self._num_frames):
-            raise ValueError(f"frame indices must lie in [0, {self._num_frames}), "
-                             f"got {wanted[0]}..{wanted[-1]}")
+        wanted = distinct_indices(indices, self._num_frames)
         out_size = resize.size if resize is not None else (self.width, self.height)
         if not wanted:
             return np.empty((0, out_size[1], out_size[0], 3), dtype=np.uint8)
@@ -238,6 +235,16 @@ class VideoSource(ABC):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self.close()
+
+
+def distinct_indices(indices: Sequence[int], num_frames: int) -> list[int]:
+    """The distinct frame indices of `indices`, ascending: what a source decodes (or resizes)
+    once each. ValueError for an index outside [0, num_frames)."""
+    wanted = sorted({int(index) for index in indices})
+    if wanted and (wanted[0] < 0 or wanted[-1] >= num_frames):
+        raise ValueError(f"frame indices must lie in [0, {num_frames}), "
+                         f"got {wanted[0]}..{wanted[-1]}")
+    return wanted
 
 
 def gather_rows(indices: Sequence[int], by_index: dict[int, np.ndarray]) -> np.ndarray:

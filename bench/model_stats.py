@@ -13,7 +13,8 @@ frame count):
   `bench.run_bench`, random weights with calibrated BN);
 * latency: Paddle Inference `predict` on one preprocessed clip [1, T, 3, 224, 224], oneDNN,
   `--threads` CPU threads, median (min-max) of `--runs` after 2 warm-up runs; network only,
-  decoding and preprocessing excluded (run_bench times those);
+  decoding and preprocessing excluded (run_bench times those); the same with OpenVINO (fp32,
+  latency hint, same threads) where it is installed;
 * with `--onnx` and the ONNX tools installed: `model.onnx` written by `train.onnx_export`, its
   parity with Paddle Inference and its ONNX Runtime latency with the same thread count.
 
@@ -23,6 +24,7 @@ Slow on 2 cores (ResNet-101 dominates): the first run exports every family (~1 m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 import sys
@@ -38,7 +40,7 @@ from serving.core.metadata import load_meta
 from serving.core.predictor import Predictor, PredictorSettings
 from serving.core.spread import Spread
 from bench.decoding import _timed_ms
-from bench.model_zoo import FAMILIES, Family, exported_family
+from bench.model_zoo import FAMILIES, Family, bench_engines, exported_family
 from bench.report import Table
 from train.models import build_model
 from train.models.layers import fuse_reparam_
@@ -62,6 +64,7 @@ class ModelStats:
     gflops: float
     export_s: float
     paddle_ms: Spread
+    openvino_ms: Optional[Spread] = None
     onnx_diff: Optional[float] = None
     onnx_ms: Optional[Spread] = None
 
@@ -135,12 +138,17 @@ def measure(family: Family, models_dir: Path, threads: int, runs: int,
     export_s = float(load_meta(model_dir).evaluation["export_seconds"])
     clip = np.random.RandomState(0).standard_normal(
         (1, family.frames, 3, CROP, CROP)).astype("float32")
-    predictor = Predictor.from_model_dir(model_dir, PredictorSettings(cpu_threads=threads))
-    paddle_ms = time_runs(lambda: predictor.predict(clip), runs)
+    engine_ms = {}
+    for engine in bench_engines()[0]:
+        predictor = Predictor.from_model_dir(model_dir, PredictorSettings(engine=engine,
+                                                                          cpu_threads=threads))
+        engine_ms[engine] = time_runs(lambda: predictor.predict(clip), runs)
+    stats = ModelStats(family, params_m, gflops, export_s, engine_ms["paddle"],
+                       engine_ms.get("openvino"))
     if not with_onnx:
-        return ModelStats(family, params_m, gflops, export_s, paddle_ms)
+        return stats
     diff, onnx_ms = onnx_figures(model_dir, clip, threads, runs)
-    return ModelStats(family, params_m, gflops, export_s, paddle_ms, diff, onnx_ms)
+    return dataclasses.replace(stats, onnx_diff=diff, onnx_ms=onnx_ms)
 
 
 def stats_table(stats: list[ModelStats], threads: int, with_onnx: bool) -> Table:
@@ -149,15 +157,17 @@ def stats_table(stats: list[ModelStats], threads: int, with_onnx: bool) -> Table
         return "-" if value is None else f"{value:g}"
 
     headers = ("model", "backbone", "frames", "params M", "GFLOPs", "published GFLOPs",
-               "export s", "Paddle Inference ms", "published CPU ms")
+               "export s", "Paddle Inference ms", "OpenVINO ms", "published CPU ms")
     rows = [(s.family.model, s.family.backbone, s.family.frames, f"{s.params_m:.2f}",
              f"{s.gflops:.2f}", published(PUBLISHED_GFLOPS, s.family), f"{s.export_s:.1f}",
-             s.paddle_ms, published(PUBLISHED_CPU_MS, s.family)) for s in stats]
+             s.paddle_ms, s.openvino_ms or "-", published(PUBLISHED_CPU_MS, s.family))
+            for s in stats]
     if with_onnx:
         headers += ("ONNX max abs diff", "ONNX Runtime ms")
         rows = [row + (f"{s.onnx_diff:.1e}", s.onnx_ms) for row, s in zip(rows, stats)]
     note = (f"224 px, Kinetics-400 heads, one clip, {threads} CPU threads, fp32, oneDNN on "
-            f"(Paddle Inference); load average {os.getloadavg()[0]:.1f}. GFLOPs = conv + fc "
+            f"(Paddle Inference), latency hint (OpenVINO). {bench_engines()[1]}Load average "
+            f"{os.getloadavg()[0]:.1f}. GFLOPs = conv + fc "
             "multiply-accumulates of the fused network. Published CPU ms: PaddleVideo's table, "
             "another CPU and thread count: compare ratios, not absolute values.")
     return Table("PP-TSM model families: size, compute, export and latency", headers, rows, note)

@@ -1,4 +1,5 @@
-"""The model-family latency table: every PP-TSM / PP-TSMv2 family at 224 px on one clip.
+"""The model-family latency table: every PP-TSM / PP-TSMv2 family at 224 px on one clip, with
+each inference engine (Paddle Inference, and OpenVINO where installed).
 
 Each family is exported once (random weights, see export_random.py) and cached under the
 benchmark's output folder; timing goes through `serving.tools.predict.benchmark`, i.e. the service's
@@ -14,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serving.core.engines.base import ENGINES
+from serving.core.engines.openvino import unavailable_reason
 from serving.core.metadata import load_meta
 from serving.tools.offline import OfflinePredictor
 from serving.tools.predict import benchmark
@@ -52,11 +55,20 @@ class ModelTiming:
     frames: int
     input_px: int
     weights: str
+    engine: str
     precision: str
     threads: int
     preprocess_ms: Spread
     inference_ms: Spread
     total_ms: Spread
+
+
+def bench_engines() -> tuple[tuple[str, ...], str]:
+    """The engines this environment can time, and a sentence naming one it cannot."""
+    reason = unavailable_reason()
+    if reason:
+        return ("paddle",), f"OpenVINO not measured: {reason}. "
+    return ENGINES, ""
 
 
 def exported_family(family: Family, models_dir: Path) -> Path:
@@ -89,6 +101,7 @@ def time_model(model_dir: Path, clip: BenchClip, *, model: str, backbone: str,
     predictor = OfflinePredictor(model_dir, settings)
     spreads = benchmark(predictor, clip.read(), runs=runs, warmup=warmup)
     weights = "random" if "weights" in meta.source else "trained"  # see export_random.py
+    ran = predictor.predictor.settings  # engine and precision as run (after any `auto`)
     return ModelTiming(model, backbone, meta.preprocess.num_seg, meta.preprocess.crop_size,
-                       weights, settings.precision, settings.cpu_threads,
+                       weights, ran.engine, ran.precision, settings.cpu_threads,
                        spreads["preprocess_ms"], spreads["inference_ms"], spreads["total_ms"])

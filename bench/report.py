@@ -60,10 +60,10 @@ def _cell(value: object) -> str:
 def model_table(timings: Sequence[ModelTiming], clip_label: str, note: str) -> Table:
     return Table(
         f"Model families on a {clip_label} clip (ms, median (min-max))",
-        ("model", "backbone", "frames", "input", "weights", "precision", "threads",
+        ("model", "backbone", "frames", "input", "weights", "engine", "precision", "threads",
          "preprocessing ms", "inference ms", "total ms"),
-        [(t.model, t.backbone, t.frames, f"{t.input_px}px", t.weights, t.precision, t.threads,
-          t.preprocess_ms, t.inference_ms, t.total_ms) for t in timings], note)
+        [(t.model, t.backbone, t.frames, f"{t.input_px}px", t.weights, t.engine, t.precision,
+          t.threads, t.preprocess_ms, t.inference_ms, t.total_ms) for t in timings], note)
 
 
 def serving_table(results: Sequence[LoadResult], note: str) -> Table:
@@ -95,20 +95,22 @@ def scaling_note(results: Sequence[LoadResult]) -> str:
             " / at 1: " + "; ".join(parts) + ".") if parts else ""
 
 
-PrecisionRow = tuple[str, str, str, Agreement]  # model label, weights, precision, agreement
+# model label, weights, engine, precision, agreement (against fp32 on the same engine)
+PrecisionRow = tuple[str, str, str, str, Agreement]
 
 
 def precision_table(rows: Sequence[PrecisionRow], note: str) -> Table:
     return Table(
         "Lower precisions against fp32 (synthetic test split)",
-        ("model", "weights", "precision", "clips", "fp32 top-1 classes", "top-1 agreement",
-         "max abs logit diff", "accuracy fp32", "accuracy low", "fp32 ms", "low ms", "speed-up"),
-        [(label, weights, precision, a.clips, a.reference_classes, f"{a.top1_agreement:.1%}",
-          f"{a.max_abs_diff:.3g}",
+        ("model", "weights", "engine", "precision", "clips", "fp32 top-1 classes",
+         "top-1 agreement", "max abs logit diff", "accuracy fp32", "accuracy low", "fp32 ms",
+         "low ms", "speed-up"),
+        [(label, weights, engine, precision, a.clips, a.reference_classes,
+          f"{a.top1_agreement:.1%}", f"{a.max_abs_diff:.3g}",
           *((f"{a.reference_accuracy:.1%}", f"{a.candidate_accuracy:.1%}")
             if weights == "trained" else ("-", "-")),
           a.reference_ms, a.candidate_ms, f"{a.speedup:.2f}x")
-         for label, weights, precision, a in rows], note)
+         for label, weights, engine, precision, a in rows], note)
 
 
 def decoding_table(timings: Sequence[DecodeTiming], note: str) -> Table:
@@ -144,7 +146,7 @@ def plot_hostile(results: Sequence[HostileLoadResult], path: Path) -> None:
 
 
 def plot_models(timings: Sequence[ModelTiming], path: Path) -> None:
-    names = [f"{t.model} {t.backbone} {t.frames}f {t.precision}" for t in timings]
+    names = [f"{t.model} {t.backbone} {t.frames}f {t.engine} {t.precision}" for t in timings]
     pre = [t.preprocess_ms.median for t in timings]
     inf = [t.inference_ms.median for t in timings]
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(names) + 1.5))
@@ -166,7 +168,7 @@ def plot_precision(rows: Sequence[PrecisionRow], path: Path) -> None:
     """Inference speed-up over fp32 per model and precision, each bar labelled with its top-1
     agreement (a fast precision is worth nothing if the answers change)."""
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
-    names = [f"{label} {precision}" for label, _, precision, _ in rows]
+    names = [f"{label} {engine} {precision}" for label, _, engine, precision, _ in rows]
     bars = ax.barh(names, [a.speedup for *_, a in rows])
     ax.bar_label(bars, [f"{a.top1_agreement:.0%} agree" for *_, a in rows], padding=3,
                  fontsize=8)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the project's pinned stack into the Python environment of $1 (a python executable).
 # One recipe for `make install` and the Docker images. Usage: install.sh PYTHON [train] [gpu]
-# `train` adds the offline-stage extras (VisualDL, matplotlib, ONNX export tools).
+# `train` adds the offline-stage extras (VisualDL, matplotlib, ONNX export tools, NNCF).
 # `gpu` installs the CUDA build of Paddle (gpu.txt) in place of base.txt's CPU wheel; everything
-# else in base.txt is installed unchanged (docker/Dockerfile.gpu).
+# else in base.txt is installed unchanged (docker/Dockerfile.gpu); OpenVINO (openvino.txt) is not.
 set -euo pipefail
 PY="$1"
 shift
@@ -26,6 +26,8 @@ if [ -n "$WITH_GPU" ]; then
   "${PIP[@]}" -r <(grep -v '^paddlepaddle==' "$HERE/base.txt")
 else
   "${PIP[@]}" -r "$HERE/base.txt"
+  # The second CPU engine; the GPU image runs Paddle Inference + TensorRT only.
+  "${PIP[@]}" -r "$HERE/openvino.txt" -c "$HERE/base.txt"
 fi
 if [ -n "$WITH_TRAIN" ]; then
   "${PIP[@]}" -r "$HERE/train.txt" -c "$HERE/base.txt"

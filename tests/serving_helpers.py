@@ -62,6 +62,18 @@ def write_video(path: Path, *, num_frames: int = 24, width: int = 96, height: in
     return path
 
 
+def write_clip_list(folder: Path, count: int) -> Path:
+    """A PaddleVideo list file of `count` real clips in `folder` (labels cycling over
+    TINY_LABELS), as quantize's calibration and the precision checks read it."""
+    lines = []
+    for seed in range(count):
+        write_video(folder / f"clip{seed}.mp4", num_frames=30, seed=seed)
+        lines.append(f"clip{seed}.mp4 {seed % len(TINY_LABELS)}")
+    path = folder / "clips.list"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def raw_frames(num_frames: int = 10, height: int = 60, width: int = 80, seed: int = 0) -> np.ndarray:
     """Random RGB uint8 frames [T, H, W, 3] for the `frames` request protocol."""
     return np.random.RandomState(seed).randint(0, 256, (num_frames, height, width, 3),

@@ -89,11 +89,20 @@ class ModelMeta:
     evaluation: dict[str, Any] = field(default_factory=dict)
     exported_at: str = ""
     package_versions: dict[str, str] = field(default_factory=dict)
+    # Lower precisions checked against fp32 on validation clips, by "<engine>/<precision>"
+    # ("openvino/int8", "paddle/bf16"): what `precision: auto` may serve (serving.core.engines).
+    agreement: dict[str, dict[str, Any]] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    def top1_agreement(self, engine: str, precision: str) -> float | None:
+        """The recorded share of clips on which `engine` at `precision` gives fp32's top-1, or
+        None where none is recorded."""
+        record = self.agreement.get(f"{engine}/{precision}")
+        return None if record is None else float(record["top1_agreement"])
 
     def validate(self) -> None:
         self.preprocess.validate()

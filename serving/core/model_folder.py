@@ -7,6 +7,7 @@ A model folder is what the service, the tools and stock Paddle Serving tools loa
     serving_server/serving_server_conf.prototxt               Paddle Serving's model description
     serving_client/serving_client_conf.prototxt               (the same text, as its converter writes)
     model_meta.json                                           preprocessing, labels, provenance
+    openvino/int8.xml, int8.bin                               optional: OpenVINO int8 (NNCF)
     label_list.txt                                            "<index> <name>" per line
 
 Everything is written into a staging folder beside the target first. The writer loads it from
@@ -51,6 +52,15 @@ class StagedModelFolder:
         shutil.rmtree(staging, ignore_errors=True)
         (staging / SERVER_SUBDIR).mkdir(parents=True)
         return cls(target, staging)
+
+    @classmethod
+    def begin_from(cls, source: str | Path, purpose: str) -> "StagedModelFolder":
+        """A staged copy of the existing folder `source`, to replace it once checked: for
+        writers that add to a model folder instead of making a new one (the OpenVINO int8
+        program of `serving.tools.quantize --engine openvino` goes into the fp32 folder)."""
+        staged = cls.begin(source, purpose)
+        shutil.copytree(source, staged.path, dirs_exist_ok=True)
+        return staged
 
     @property
     def server_dir(self) -> Path:

@@ -15,6 +15,7 @@ that names the variable, before any port is opened.
 | PPTSM_CPU_THREADS | `op.pptsm.local_service_conf.thread_num` (oneDNN threads per inference) |
 | PPTSM_BATCH_SIZE | `op.pptsm.batch_size` (auto-batching; at most `worker_num`) |
 | PPTSM_PRECISION | `op.pptsm.local_service_conf.precision` (the predictor checks it fits the device) |
+| PPTSM_ENGINE | `op.pptsm.local_service_conf.engine` (paddle, openvino or auto) |
 
 Standard library only, so that `serving.pipeline.healthcheck` (run every few seconds) stays light.
 """
@@ -34,13 +35,17 @@ RPC_PORT = "PPTSM_RPC_PORT"
 CPU_THREADS = "PPTSM_CPU_THREADS"
 BATCH_SIZE = "PPTSM_BATCH_SIZE"
 PRECISION = "PPTSM_PRECISION"
-ENV_NAMES = (MODEL_DIR, CONFIG, HTTP_PORT, RPC_PORT, CPU_THREADS, BATCH_SIZE, PRECISION)
+ENGINE = "PPTSM_ENGINE"
+ENV_NAMES = (MODEL_DIR, CONFIG, HTTP_PORT, RPC_PORT, CPU_THREADS, BATCH_SIZE, PRECISION, ENGINE)
 
 DEFAULT_CONFIG = Path("pipeline_config/config.yml")
 # The model op's name: its section in the config (op.pptsm) and its node in the DAG.
 MODEL_OP = "pptsm"
-# Every precision some device accepts; serving.core.predictor refuses those the device cannot run.
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+# Every precision some device accepts, and `auto` (chosen at start-up); serving.core.predictor
+# refuses those the device cannot run.
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "auto")
+# The inference engines (serving.core.engines), and `auto`; standard library only, hence restated.
+ENGINES = ("paddle", "openvino", "auto")
 MAX_CPU_THREADS = 256
 
 
@@ -61,13 +66,13 @@ def _int(environ: Mapping[str, str], name: str, low: int, high: int, what: str) 
     return value
 
 
-def _precision(environ: Mapping[str, str]) -> str | None:
-    raw = environ.get(PRECISION)
+def _choice(environ: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str | None:
+    raw = environ.get(name)
     if raw is None or raw.strip() == "":
         return None
     value = raw.strip().lower()
-    if value not in PRECISIONS:
-        raise EnvOverrideError(f"{PRECISION}: one of {', '.join(PRECISIONS)}, got {raw!r}")
+    if value not in allowed:
+        raise EnvOverrideError(f"{name}: one of {', '.join(allowed)}, got {raw!r}")
     return value
 
 
@@ -75,7 +80,7 @@ def _model_op(conf: dict[str, Any]) -> dict[str, Any]:
     op = conf.get("op")
     if not isinstance(op, dict) or not isinstance(op.get(MODEL_OP), dict):
         raise EnvOverrideError(f"op.{MODEL_OP}: missing from the config; the model op's "
-                               f"settings ({CPU_THREADS}, {BATCH_SIZE}, {PRECISION}) go there")
+                               f"settings ({CPU_THREADS}, {BATCH_SIZE}, {PRECISION}, {ENGINE}) go there")
     return op[MODEL_OP]
 
 
@@ -96,8 +101,9 @@ def apply_env_overrides(conf: Mapping[str, Any], environ: Mapping[str, str]) -> 
             result[key] = port
     threads = _int(environ, CPU_THREADS, 1, MAX_CPU_THREADS, "a thread count")
     batch_size = _int(environ, BATCH_SIZE, 1, 4096, "a batch size")
-    precision = _precision(environ)
-    if threads is None and batch_size is None and precision is None:
+    precision = _choice(environ, PRECISION, PRECISIONS)
+    engine = _choice(environ, ENGINE, ENGINES)
+    if threads is None and batch_size is None and precision is None and engine is None:
         return result
     model_op = _model_op(result)
     if batch_size is not None:
@@ -111,6 +117,8 @@ def apply_env_overrides(conf: Mapping[str, Any], environ: Mapping[str, str]) -> 
         _local_service_conf(model_op)["thread_num"] = threads
     if precision is not None:
         _local_service_conf(model_op)["precision"] = precision
+    if engine is not None:
+        _local_service_conf(model_op)["engine"] = engine
     return result
 
 

@@ -3,17 +3,21 @@ faster it is, on real clips.
 
     python -m serving.tools.precision_check --model-dir model_repo/pptsm --precision bf16
         --list data/synthetic/test.list [--clips 64] [--root DIR] [--candidate-dir DIR]
+        [--engine paddle|openvino] [--record]
 
 A faster precision is only worth serving if it gives the same answers. Both predictors see the
 same network inputs, built by the service's own preprocessing (serving.tools.offline.network_input),
 and the comparison reports what a user would notice (top-1 agreement, and accuracy where labels
 are known) next to the raw output difference and each predictor's inference time. bf16 runs the
 fp32 model folder with oneDNN's bfloat16 kernels; int8 needs the quantised copy that
-`serving.tools.quantize` writes (by default MODEL_DIR-int8).
+`serving.tools.quantize` writes (by default MODEL_DIR-int8), or with `--engine openvino` the
+IR that `quantize --engine openvino` put in MODEL_DIR. `--record` writes the agreement into
+MODEL_DIR's metadata, which is what lets `precision: auto` serve bf16 there.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 from collections.abc import Iterator, Sequence
@@ -24,7 +28,15 @@ from typing import TypeVar
 import numpy as np
 
 from serving.core.errors import VideoInputError
-from serving.core.metadata import MetadataError, PreprocessSpec, load_meta
+from serving.core.engines.base import ENGINES
+from serving.core.metadata import (
+    META_FILENAME,
+    MetadataError,
+    ModelMeta,
+    PreprocessSpec,
+    load_meta,
+)
+from serving.core.model_folder import StagedModelFolder
 from serving.tools.offline import DecodeSettings, network_input
 from serving.core.predictor import (
     Predictor,
@@ -142,27 +154,46 @@ def _timed_predict(predictor: Predictor, views: np.ndarray, times_ms: list[float
 def compare_with_fp32(model_dir: Path, candidate: Predictor, list_path: str | Path, *,
                       count: int, root: str | Path | None = None,
                       threads: int = PredictorSettings.cpu_threads) -> Agreement:
-    """`candidate` against the fp32 model in `model_dir` on `count` clips of a list file,
-    preprocessed as `model_dir` records it."""
+    """`candidate` against the fp32 model in `model_dir`, run by the candidate's engine, on
+    `count` clips of a list file, preprocessed as `model_dir` records it."""
     meta = load_meta(model_dir)
-    reference = Predictor(model_dir, meta, PredictorSettings(cpu_threads=threads))
+    reference = Predictor(model_dir, meta, PredictorSettings(
+        engine=candidate.settings.engine, cpu_threads=threads))
     inputs = list(labelled_inputs(list_path, meta.preprocess, count=count, root=root))
     return compare(reference, candidate, inputs)
 
 
 def compare_precision(model_dir: Path, precision: str, list_path: str | Path, *, count: int,
                       root: str | Path | None = None, candidate_dir: Path | None = None,
-                      threads: int = PredictorSettings.cpu_threads) -> Agreement:
-    """The fp32 model in `model_dir` against `precision` on `count` clips of a list file: bf16
-    runs `model_dir` itself, int8 its quantised copy (`candidate_dir`, default MODEL_DIR-int8)."""
+                      threads: int = PredictorSettings.cpu_threads,
+                      engine: str = "paddle") -> Agreement:
+    """The fp32 model in `model_dir` against `precision` on `count` clips of a list file, both
+    run by `engine`: bf16 runs `model_dir` itself; Paddle int8 its quantised copy
+    (`candidate_dir`, default MODEL_DIR-int8), OpenVINO int8 the IR inside the folder."""
     if precision not in ("bf16", "int8"):
         raise ValueError(f"precision {precision!r}: compare bf16 or int8 with fp32")
     if candidate_dir is None:
-        candidate_dir = default_int8_dir(model_dir) if precision == "int8" else model_dir
+        paddle_int8 = precision == "int8" and engine == "paddle"
+        candidate_dir = default_int8_dir(model_dir) if paddle_int8 else model_dir
     candidate = Predictor.from_model_dir(
-        candidate_dir, PredictorSettings(cpu_threads=threads, precision=precision))
+        candidate_dir, PredictorSettings(engine=engine, cpu_threads=threads, precision=precision))
     return compare_with_fp32(model_dir, candidate, list_path, count=count, root=root,
                              threads=threads)
+
+
+def record_agreement(model_dir: Path, engine: str, precision: str, agreement: Agreement,
+                     list_path: str | Path) -> ModelMeta:
+    """Writes `agreement` under "<engine>/<precision>" into `model_dir`'s metadata (through
+    the model-folder writer), for what runs from `model_dir` itself: bf16, OpenVINO int8."""
+    meta = load_meta(model_dir)
+    if precision == "int8" and engine == "paddle":
+        raise ValueError("Paddle int8 runs from its own folder, which is served as int8 "
+                         "whatever is recorded; --record is for bf16 and OpenVINO int8")
+    updated = dataclasses.replace(meta, agreement={**meta.agreement, f"{engine}/{precision}": {
+        **agreement.as_dict(), "validation_list": str(list_path),
+        "tool": "serving.tools.precision_check"}})
+    StagedModelFolder.begin_from(model_dir, "record").publish(updated)
+    return updated
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -170,6 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Compare a bf16 or int8 predictor with the fp32 one on labelled clips.")
     parser.add_argument("--model-dir", required=True, type=Path, help="the fp32 model folder")
     parser.add_argument("--precision", required=True, choices=("bf16", "int8"))
+    parser.add_argument("--engine", choices=ENGINES, default="paddle",
+                        help="engine that runs both (default paddle); openvino int8 is the IR "
+                        "`quantize --engine openvino` put in MODEL_DIR")
     parser.add_argument("--list", required=True, type=Path,
                         help="PaddleVideo list file of labelled clips (e.g. the test split)")
     parser.add_argument("--clips", type=int, default=64,
@@ -181,15 +215,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "writes it); bf16 always runs MODEL_DIR")
     parser.add_argument("--threads", type=int, default=PredictorSettings.cpu_threads,
                         help="CPU threads per predictor (default %(default)s)")
+    parser.add_argument("--record", action="store_true",
+                        help="write the agreement into MODEL_DIR's model_meta.json, where "
+                        "`precision: auto` reads it (bf16, and OpenVINO int8; use the "
+                        "validation split)")
     args = parser.parse_args(argv)
     try:
         agreement = compare_precision(args.model_dir, args.precision, args.list,
                                       count=args.clips, root=args.root,
-                                      candidate_dir=args.candidate_dir, threads=args.threads)
+                                      candidate_dir=args.candidate_dir, threads=args.threads,
+                                      engine=args.engine)
+        print(agreement.summary(args.precision))
+        if args.record:
+            record_agreement(args.model_dir, args.engine, args.precision, agreement, args.list)
+            print(f"recorded in {args.model_dir / META_FILENAME}")
     except (MetadataError, PredictorError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(agreement.summary(args.precision))
     return 0
 
 

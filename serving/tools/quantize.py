@@ -1,8 +1,23 @@
-"""fp32 export -> int8 model folder, by post-training quantisation calibrated on real clips.
+"""fp32 export -> int8, by post-training quantisation calibrated on real clips, for either engine.
 
     python -m serving.tools.quantize --model-dir model_repo/pptsm --calibration data/synthetic/train.list
         [--clips 16] [--algo avg] [--check data/synthetic/test.list --check-clips 64]
         [--out model_repo/pptsm-int8]
+    python -m serving.tools.quantize --engine openvino --model-dir model_repo/pptsm
+        --calibration data/synthetic/train.list --check data/synthetic/val.list [--clips 300]
+
+OpenVINO (`--engine openvino`, `make quantize ENGINE=openvino`): NNCF's accuracy-controlled
+post-training quantisation of the program OpenVINO reads from the folder, calibrated on the
+training clips. Its validation metric is the share of validation clips on which the int8 model
+gives the fp32 model's top-1, with a maximum drop of 1 - MIN_AGREEMENT, so NNCF keeps in fp32 the
+layers that would change answers. The result is published only if it then agrees with fp32 on at
+least MIN_AGREEMENT of the validation clips: as `openvino/int8.xml` + `.bin` inside the fp32 model
+folder (one folder serves both precisions; `precision: auto` picks), with the agreement, the
+largest logit difference and the speed-up recorded under `agreement["openvino/int8"]` in its
+model_meta.json. The folder is rewritten through serving.core.model_folder (staged copy, swapped
+in), so a failed or refused quantisation leaves the served folder as it was.
+
+Paddle (the default engine):
 
 Why this path: PaddleSlim's `quant_post_static` is a thin wrapper around Paddle's own
 `paddle.static.quantization.PostTrainingQuantization`, which ships with Paddle 3.3, so the
@@ -21,6 +36,7 @@ does not read PIR `.json`); the exporter writes `.pdmodel` by default.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +46,9 @@ import numpy as np
 from serving.core.errors import PPTSMError
 from serving.core.metadata import MetadataError, ModelMeta, load_meta
 from serving.core.model_folder import StagedModelFolder
-from serving.tools.precision_check import compare_with_fp32, labelled_inputs
+from serving.tools.precision_check import Agreement, compare, compare_with_fp32, labelled_inputs
+from serving.core.engines.choice import MIN_AGREEMENT
+from serving.core.engines.openvino import INT8_IR_FILE, program_path
 from serving.core.predictor import (
     INT8_SOURCE_KEY,
     Predictor,
@@ -38,6 +56,7 @@ from serving.core.predictor import (
     PredictorSettings,
     default_int8_dir,
 )
+from serving.core.stages import ranked_classes
 from serving.core.timing import StageClock
 
 # Paddle's calibration algorithms for activation ranges; weights are always per-channel abs-max.
@@ -118,31 +137,121 @@ def quantize_model(model_dir: str | Path, out_dir: str | Path, *, calibration_li
     return int8_meta
 
 
+def agreement_gate(agreement: Agreement) -> None:
+    """Refuses an int8 model that gives fp32's top-1 on fewer than MIN_AGREEMENT of the clips."""
+    if agreement.top1_agreement < MIN_AGREEMENT:
+        raise QuantizeError(
+            f"int8 agrees with fp32 on {agreement.top1_agreement:.1%} of {agreement.clips} "
+            f"validation clips, below the {MIN_AGREEMENT:.1%} required; not published "
+            "(more calibration clips, or a model trained longer, usually help)")
+
+
+def _nncf_int8(fp32_program: Path, calibration: Sequence[np.ndarray],
+               validation: Sequence[np.ndarray], fp32_top1: Sequence[int]):
+    """NNCF's accuracy-controlled int8 of the OpenVINO model read from `fp32_program`, whose
+    metric is top-1 agreement with fp32 (so the fp32 model scores 1.0 and the allowed drop is
+    1 - MIN_AGREEMENT)."""
+    import nncf
+    import openvino as ov
+
+    def agreement_metric(compiled, items) -> tuple[float, list[float]]:
+        hits = [float(ranked_classes(compiled(views)[0], 1)[0][0] == top1)
+                for views, top1 in items]
+        return sum(hits) / len(hits), hits
+
+    return nncf.quantize_with_accuracy_control(
+        ov.Core().read_model(str(fp32_program)),
+        calibration_dataset=nncf.Dataset(list(calibration)),
+        validation_dataset=nncf.Dataset(list(zip(validation, fp32_top1))),
+        validation_fn=agreement_metric, max_drop=1.0 - MIN_AGREEMENT,
+        drop_type=nncf.DropType.ABSOLUTE, preset=nncf.QuantizationPreset.PERFORMANCE,
+        target_device=nncf.TargetDevice.CPU, subset_size=len(calibration))
+
+
+def quantize_openvino(model_dir: str | Path, *, calibration_list: str | Path,
+                      check_list: str | Path, clips: int = 300, check_clips: int | None = None,
+                      data_root: str | Path | None = None) -> ModelMeta:
+    """Adds the NNCF int8 program to `model_dir` (openvino/int8.xml) and records its agreement
+    with fp32 on `check_clips` clips of `check_list` (all of them by default), or refuses."""
+    import openvino as ov
+
+    model_dir = Path(model_dir)
+    meta = load_meta(model_dir)
+    fp32 = Predictor(model_dir, meta, PredictorSettings(engine="openvino"))
+    if importlib.util.find_spec("nncf") is None:
+        raise QuantizeError("NNCF is not installed: it comes with requirements/train.txt "
+                            "(`make install`)")
+    clock = StageClock()
+    calibration = [item.views for item in labelled_inputs(calibration_list, meta.preprocess,
+                                                          count=clips, root=data_root)]
+    validation = list(labelled_inputs(check_list, meta.preprocess,
+                                      count=check_clips or sys.maxsize, root=data_root))
+    fp32_top1 = [ranked_classes(fp32.predict(item.views), 1)[0][0] for item in validation]
+    int8_model = _nncf_int8(program_path(model_dir, meta, "fp32"), calibration,
+                            [item.views for item in validation], fp32_top1)
+    staged = StagedModelFolder.begin_from(model_dir, "quantize-openvino")
+    ov.save_model(int8_model, str(staged.path / INT8_IR_FILE), compress_to_fp16=False)
+    int8 = Predictor(staged.path, meta, PredictorSettings(engine="openvino", precision="int8"))
+    agreement = compare(fp32, int8, validation)
+    agreement_gate(agreement)
+    raw = meta.to_dict()
+    raw["agreement"] = {**meta.agreement, "openvino/int8": {
+        **agreement.as_dict(), "validation_list": str(check_list),
+        "calibration_list": str(calibration_list), "calibration_clips": len(calibration),
+        "tool": "nncf.quantize_with_accuracy_control",
+        "seconds": round(clock.total_ms() / 1000.0, 1)}}
+    published = ModelMeta.from_dict(raw)
+    staged.publish(published)
+    return published
+
+
+def _run(args: argparse.Namespace) -> str:
+    """Quantises as the arguments say; returns what to print."""
+    if args.engine == "openvino":
+        if args.check is None:
+            raise QuantizeError("--engine openvino needs --check (the validation list): an int8 "
+                                "model is only published once checked against fp32")
+        meta = quantize_openvino(args.model_dir, calibration_list=args.calibration,
+                                 check_list=args.check, clips=args.clips or 300,
+                                 check_clips=args.check_clips, data_root=args.root)
+        return (f"wrote {args.model_dir / INT8_IR_FILE}; int8 vs fp32: "
+                f"{meta.agreement['openvino/int8']}")
+    out = args.out or default_int8_dir(args.model_dir)
+    clips = args.clips or 16
+    meta = quantize_model(args.model_dir, out, calibration_list=args.calibration, clips=clips,
+                          algo=args.algo, check_list=args.check,
+                          check_clips=args.check_clips or 64, data_root=args.root)
+    summary = f"wrote {out} ({meta.name}, calibrated on {clips} clips with {args.algo})"
+    if "int8_vs_fp32" in meta.evaluation:
+        summary += f"\nint8 vs fp32: {meta.evaluation['int8_vs_fp32']}"
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Make an int8 copy of an exported model.")
+    parser = argparse.ArgumentParser(description="Make an int8 version of an exported model.")
     parser.add_argument("--model-dir", required=True, type=Path, help="the fp32 model folder")
+    parser.add_argument("--engine", choices=("paddle", "openvino"), default="paddle",
+                        help="paddle: Paddle's post-training int8 into a copy (--out); openvino: "
+                        "NNCF int8 with accuracy control into MODEL_DIR/openvino (default paddle)")
     parser.add_argument("--calibration", required=True, type=Path,
                         help="PaddleVideo list file of calibration clips (training clips)")
-    parser.add_argument("--clips", type=int, default=16, help="calibration clips (default 16)")
+    parser.add_argument("--clips", type=int,
+                        help="calibration clips (default 16 for paddle, 300 for openvino)")
     parser.add_argument("--algo", choices=ALGORITHMS, default="avg",
-                        help="activation range algorithm (default avg)")
-    parser.add_argument("--check", type=Path, help="list file to compare int8 with fp32 on")
-    parser.add_argument("--check-clips", type=int, default=64, help="clips compared (default 64)")
+                        help="paddle: activation range algorithm (default avg)")
+    parser.add_argument("--check", type=Path, help="list file to compare int8 with fp32 on "
+                        "(openvino: the validation split, required)")
+    parser.add_argument("--check-clips", type=int,
+                        help="clips compared (default 64 for paddle, the whole list for openvino)")
     parser.add_argument("--root", type=Path, help="folder the list paths are relative to "
                         "(default: the list file's folder)")
-    parser.add_argument("--out", type=Path, help="output folder (default: MODEL_DIR-int8)")
+    parser.add_argument("--out", type=Path, help="paddle: output folder (default: MODEL_DIR-int8)")
     args = parser.parse_args(argv)
-    out = args.out or default_int8_dir(args.model_dir)
     try:
-        meta = quantize_model(args.model_dir, out, calibration_list=args.calibration,
-                              clips=args.clips, algo=args.algo, check_list=args.check,
-                              check_clips=args.check_clips, data_root=args.root)
+        print(_run(args))
     except (QuantizeError, MetadataError, PredictorError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {out} ({meta.name}, calibrated on {args.clips} clips with {args.algo})")
-    if "int8_vs_fp32" in meta.evaluation:
-        print(f"int8 vs fp32: {meta.evaluation['int8_vs_fp32']}")
     return 0
 
 

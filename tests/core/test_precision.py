@@ -16,7 +16,7 @@ from serving.tools.precision_check import compare, labelled_inputs, main, spread
 from serving.core.predictor import INT8_SOURCE_KEY, Predictor, PredictorError, PredictorSettings
 from serving.tools.quantize import QuantizeError, quantize_model
 from tests.service_client import tiny_model_dir
-from tests.serving_helpers import TINY_LABELS, export_tiny_model, write_video
+from tests.serving_helpers import TINY_LABELS, export_tiny_model, write_clip_list
 
 CLIPS = 6
 
@@ -28,15 +28,7 @@ def model_dir(tmp_path_factory, calibrate_bn) -> Path:
 
 @pytest.fixture(scope="module")
 def clip_list(tmp_path_factory) -> Path:
-    """A PaddleVideo list file of real clips, as quantize's calibration and check read it."""
-    folder = tmp_path_factory.mktemp("precision_clips")
-    lines = []
-    for seed in range(CLIPS):
-        write_video(folder / f"clip{seed}.mp4", num_frames=30, seed=seed)
-        lines.append(f"clip{seed}.mp4 {seed % len(TINY_LABELS)}")
-    path = folder / "clips.list"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_clip_list(tmp_path_factory.mktemp("precision_clips"), CLIPS)
 
 
 @pytest.fixture(scope="module")

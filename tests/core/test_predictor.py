@@ -10,7 +10,8 @@ import paddle
 import pytest
 
 from serving.core.metadata import load_meta
-from serving.core.predictor import Predictor, PredictorError, PredictorSettings, _build_config
+from serving.core.engines.paddle import build_config
+from serving.core.predictor import Predictor, PredictorError, PredictorSettings
 from serving.core.serving_conf import write_serving_confs
 from tests.serving_helpers import TINY_LABELS, TINY_PREPROCESS, export_tiny_model
 
@@ -71,7 +72,7 @@ def test_plain_cpu_without_onednn_matches(model_dirs, predictors) -> None:
 def test_the_onednn_setting_is_what_paddle_gets(model_dirs, use_onednn: bool) -> None:
     """Paddle 3.3 turns oneDNN on by default, so `use_onednn: false` must turn it off."""
     model_dir = model_dirs["pdmodel"]
-    config = _build_config(model_dir, load_meta(model_dir), PredictorSettings(use_onednn=use_onednn))
+    config = build_config(model_dir, load_meta(model_dir), PredictorSettings(use_onednn=use_onednn))
     assert config.mkldnn_enabled() is use_onednn
 
 

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from serving.pipeline import env_overrides, healthcheck
+from serving.pipeline.openapi import LIVE_PATH
 from serving.pipeline.env_overrides import EnvOverrideError, apply_env_overrides
 from serving.core.preprocess.decode_limits import DecodeLimits
 from serving.pipeline.protocol import max_request_bytes
@@ -279,8 +280,13 @@ def test_kubernetes_deployment_matches_the_image_and_config() -> None:
     pod = docs["Deployment"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert {p["containerPort"] for p in container["ports"]} == served_ports(config("cpu"))
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["exec"]["command"] == HEALTHCHECK_COMMAND, probe
+    probes = {probe: container[probe]["httpGet"]
+              for probe in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert {probe: (get["path"], get["port"]) for probe, get in probes.items()} == {
+        "startupProbe": (LIVE_PATH, "http"), "livenessProbe": (LIVE_PATH, "http"),
+        "readinessProbe": (healthcheck.READY_PATH, "http")}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}["http"] == \
+        config("cpu")["http_port"]
     env = {item["name"]: item["value"] for item in container["env"]}
     assert set(env) <= set(env_overrides.ENV_NAMES)
     assert env["PPTSM_MODEL_DIR"].startswith(MODEL_MOUNT + "/")
@@ -335,7 +341,8 @@ def test_unset_and_empty_variables_change_nothing() -> None:
     ("PPTSM_CPU_THREADS", "0", "PPTSM_CPU_THREADS: a thread count from 1 to 256, got 0"),
     ("PPTSM_BATCH_SIZE", "2.5", "PPTSM_BATCH_SIZE: a batch size from 1 to 4096, got '2.5'"),
     ("PPTSM_BATCH_SIZE", "9", "PPTSM_BATCH_SIZE: 9 is more than worker_num (8)"),
-    ("PPTSM_PRECISION", "fp64", "PPTSM_PRECISION: one of fp32, fp16, bf16, int8, got 'fp64'"),
+    ("PPTSM_PRECISION", "fp64", "PPTSM_PRECISION: one of fp32, fp16, bf16, int8, auto, got 'fp64'"),
+    ("PPTSM_ENGINE", "tensorflow", "PPTSM_ENGINE: one of paddle, openvino, auto, got 'tensorflow'"),
 ])
 def test_bad_values_are_refused_naming_the_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(EnvOverrideError, match=re.escape(message)):
@@ -382,7 +389,7 @@ def test_health_check_fails_when_nothing_answers(monkeypatch, capsys) -> None:
     monkeypatch.setenv("PPTSM_HTTP_PORT", str(free_port()))
     monkeypatch.delenv("PPTSM_CONFIG", raising=False)
     assert healthcheck.main() == 1
-    assert "no ping answer" in capsys.readouterr().err
+    assert "not ready on http port" in capsys.readouterr().err
 
 
 # ---- serving.pipeline.service with the environment ---------------------------------------------------
@@ -399,11 +406,12 @@ def test_service_config_takes_the_environment_and_the_command_line_wins(model_di
     from serving.pipeline.service import load_service_config
 
     environ = {"PPTSM_HTTP_PORT": "8080", "PPTSM_RPC_PORT": "9000", "PPTSM_CPU_THREADS": "1",
-               "PPTSM_BATCH_SIZE": "2"}
+               "PPTSM_BATCH_SIZE": "2", "PPTSM_ENGINE": "paddle", "PPTSM_PRECISION": "fp32"}
     loaded = load_service_config(CONFIGS["cpu"], http_port=8081, rpc_port=None,
                                  meta=load_meta(model_dir), environ=environ)
     assert (loaded.serving["http_port"], loaded.serving["rpc_port"]) == (8081, 9000)
     assert loaded.predictor.cpu_threads == 1
+    assert (loaded.predictor.engine, loaded.predictor.precision) == ("paddle", "fp32")
     assert loaded.serving["op"]["pptsm"]["batch_size"] == 2
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -17,7 +19,12 @@ from serving.core.preprocess.pipeline import (
     preprocess_uniform,
     sample_indices,
 )
+from serving.core.preprocess import transforms
+from serving.core.preprocess.cancel import Cancelled
+from serving.core.preprocess.workers import shared_pool
 from serving.core.preprocess.transforms import (
+    FrameResize,
+    ResizeAlongside,
     center_crop_origin,
     crop,
     normalize,
@@ -80,6 +87,17 @@ def test_resize_with_pillow_is_pillow_bilinear_per_frame(oracle_clip):
     for frame, out in zip(frames, resized):
         expected = np.asarray(Image.fromarray(frame).resize((341, 256), Image.BILINEAR))
         np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("size", [(341, 256), (107, 80), (256, 256)])
+def test_the_rgb_view_of_four_byte_pixels_resizes_like_its_copy(size):
+    """The PyAV backend hands over the R, G, B of RGBA pixels, which Pillow maps without a copy;
+    the resize must not see the fourth byte, nor map a view that does not start a pixel."""
+    rgba = np.random.RandomState(3).randint(0, 256, (240, 320, 4), dtype=np.uint8)
+    for view in (rgba[..., :3], rgba[..., 1:]):
+        expected = np.asarray(Image.fromarray(np.ascontiguousarray(view)).resize(size,
+                                                                                 Image.BILINEAR))
+        np.testing.assert_array_equal(FrameResize(size)(view), expected)
 
 
 def test_resize_to_the_same_size_returns_the_frames_untouched(oracle_clip):
@@ -158,6 +176,86 @@ def test_the_algebraically_equal_formula_differs_which_is_why_the_order_is_fixed
     std = np.asarray(STD, np.float32).reshape(3, 1, 1)
     other = (x - np.float32(255) * mean) / (np.float32(255) * std)
     assert 0 < np.abs(out - other).max() < 1e-6
+
+
+def _float32_arithmetic(frames: np.ndarray, mean=MEAN, std=STD) -> np.ndarray:
+    x = frames.transpose(0, 3, 1, 2).astype(np.float32)
+    return ((x / np.float32(255.0)) - np.asarray(mean, np.float32).reshape(3, 1, 1)) \
+        / np.asarray(std, np.float32).reshape(3, 1, 1)
+
+
+@pytest.mark.parametrize("mean,std", [(MEAN, STD), ((0.5, 0.25, 0.1), (0.3, 0.7, 1.9))])
+def test_normalize_gives_the_float32_arithmetic_result_for_every_uint8_value(mean, std):
+    """The look-up table is exact for all 256 values of each channel, not only the oracle's."""
+    every_value = np.arange(256, dtype=np.uint8)
+    frames = np.stack([every_value, every_value[::-1], np.roll(every_value, 7)], axis=-1)
+    frames = frames.reshape(2, 8, 16, 3)
+    np.testing.assert_array_equal(normalize(frames, mean, std),
+                                  _float32_arithmetic(frames, mean, std))
+
+
+def test_normalize_writes_into_the_rows_it_is_given(oracle_clip):
+    frames = crop(oracle_clip[:4], (58, 16), 64)  # a strided view, as the pipelines pass
+    batch = np.full((8, 3, 64, 64), np.nan, dtype=np.float32)
+    assert normalize(frames, MEAN, STD, out=batch[4:]) is not None
+    assert np.isnan(batch[:4]).all()
+    np.testing.assert_array_equal(batch[4:], _float32_arithmetic(frames))
+
+
+def test_normalize_refuses_rows_of_another_shape_or_type(oracle_clip):
+    frames = oracle_clip[:2, :8, :8]
+    for out in (np.empty((2, 3, 8, 7), np.float32), np.empty((2, 3, 8, 8), np.float64),
+                np.empty((2, 3, 8, 16), np.float32)[..., ::2]):
+        with pytest.raises(ValueError, match="out must be a C-contiguous float32 array"):
+            normalize(frames, MEAN, STD, out=out)
+
+
+# --- Resizing alongside the decoder --------------------------------------------------------
+
+@pytest.mark.parametrize("max_pending", [0, 1, 2])
+def test_resizing_alongside_gives_the_frames_of_frame_resize(oracle_clip, max_pending):
+    resize = FrameResize((341, 256))
+    alongside = ResizeAlongside(resize, max_pending=max_pending)
+    returned = [alongside(frame) for frame in oracle_clip[:6]]
+    if max_pending == 0:
+        assert not any(isinstance(item, Future) for item in returned)
+    frames = alongside.results(returned)
+    for frame, resized in zip(oracle_clip[:6], frames):
+        np.testing.assert_array_equal(resized, resize(frame))
+
+
+def test_small_frames_are_resized_in_the_calling_thread(oracle_clip):
+    alongside = ResizeAlongside(FrameResize((40, 30)))
+    assert isinstance(alongside(oracle_clip[0, :30, :40]), np.ndarray)  # already that size
+    assert isinstance(alongside(oracle_clip[0, :48, :64]), np.ndarray)  # below the pool's size
+
+
+@pytest.mark.skipif(transforms.THREADS < 2, reason="one CPU: every resize runs in the caller")
+def test_resizes_still_queued_behind_other_work_are_done_by_the_reader(oracle_clip):
+    """A busy pool (other requests' decoders) must not make a read wait for its turn."""
+    release = threading.Event()
+    blockers = [shared_pool().submit(release.wait) for _ in range(transforms.THREADS)]
+    try:
+        alongside = ResizeAlongside(FrameResize((341, 256)), max_pending=2)
+        returned = [alongside(frame) for frame in oracle_clip[:3]]
+        assert sum(isinstance(item, Future) for item in returned) == 2
+        with ThreadPoolExecutor(1) as reader:
+            frames = reader.submit(alongside.results, returned).result(timeout=60)
+    finally:
+        release.set()
+    assert all(blocker.result(timeout=60) for blocker in blockers)
+    for frame, resized in zip(oracle_clip[:3], frames):
+        np.testing.assert_array_equal(resized, FrameResize((341, 256))(frame))
+
+
+@pytest.mark.skipif(transforms.THREADS < 2, reason="one CPU: every resize runs in the caller")
+def test_a_cancelled_request_stops_its_pending_resizes(oracle_clip):
+    token = threading.Event()
+    token.set()
+    alongside = ResizeAlongside(FrameResize((341, 256)), token, max_pending=2)
+    returned = [alongside(frame) for frame in oracle_clip[:2]]
+    with pytest.raises(Cancelled):
+        alongside.results(returned)
 
 
 # --- Composed pipelines -------------------------------------------------------------------

@@ -48,6 +48,13 @@ Convert = Callable[[int, av.VideoFrame], np.ndarray]
 from serving.core.preprocess.workers import THREADS, shared_pool
 
 
+def rgb_pixels(frame: av.VideoFrame) -> np.ndarray:
+    """The frame's RGB pixels, [H, W, 3] uint8: the R, G, B bytes of libswscale's `rgba`
+    conversion (the same values as its `rgb24`), a view Pillow maps without a copy when it
+    resizes (transforms._pillow_image), where `rgb24` pixels must be expanded first."""
+    return frame.to_ndarray(format="rgba")[..., :3]
+
+
 class _LostTrack(Exception):
     """Timestamps and decoded frames disagree, or the stream ended before a wanted frame: only
     decoding in order can identify the frames (and count them)."""
@@ -55,11 +62,11 @@ class _LostTrack(Exception):
 
 # Frames of at least this many pixels are decoded by two decoders side by side; below it the
 # second decoder's start costs about what it saves (at 320x240 both ways take the same time;
-# README, "Speed: where the time goes").
+# docs/speed.md).
 PARALLEL_MIN_PIXELS = 640 * 360
 
 
-class _SeekingDecoder:
+class SeekingDecoder:
     """One opened container that decodes sorted frame indices by seeking to keyframes."""
 
     def __init__(self, data: bytes, limits: DecodeLimits, probe: VideoProbe,
@@ -185,13 +192,26 @@ class PyAVSource(VideoSource):
         return (not self._in_order and THREADS > 1
                 and self.width * self.height >= PARALLEL_MIN_PIXELS)
 
-    def _open(self, stop: CancelToken | None = None) -> _SeekingDecoder:
-        return _SeekingDecoder(self._data, self._limits, self._probe, self._index_of_pts,
-                               self._cancel, stop)
+    def _open(self, stop: CancelToken | None = None) -> SeekingDecoder:
+        return SeekingDecoder(self._data, self._limits, self._probe, self._index_of_pts,
+                              self._cancel, stop)
 
     def _converter(self, finish: Finish) -> Convert:
+        """RGBA views for frames that `finish` resizes (Pillow maps them); a frame it keeps as
+        it is (a read without resize) in RGB24, 3 bytes per pixel as the budget counts it, and
+        so are the rest of the read's frames."""
+        resizing = True
+
         def convert(index: int, frame: av.VideoFrame) -> np.ndarray:
+            nonlocal resizing
             self.check_decoded_size(frame.width, frame.height)
+            if resizing:
+                rgb = rgb_pixels(frame)
+                finished = finish(index, rgb)
+                if finished is not rgb:
+                    return finished
+                resizing = False
+                return frame.to_ndarray(format="rgb24")
             return finish(index, frame.to_ndarray(format="rgb24"))
         return convert
 

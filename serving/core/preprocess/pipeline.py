@@ -77,9 +77,13 @@ def preprocess_dense(frames: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     _require_count(frames, spec.dense_clips * spec.num_seg, "dense preprocessing")
     scaled = _scaled(frames, spec)
     height, width = scaled.shape[1:3]
-    views = [crop(scaled, origin, spec.crop_size)
-             for origin in _dense_crop_origins(width, height, spec)]
-    return normalize(np.concatenate(views), spec.mean, spec.std)
+    origins = _dense_crop_origins(width, height, spec)
+    count = len(scaled)
+    rows = np.empty((len(origins) * count, 3, spec.crop_size, spec.crop_size), dtype=np.float32)
+    for position, origin in enumerate(origins):  # each crop normalised into its rows
+        normalize(crop(scaled, origin, spec.crop_size), spec.mean, spec.std,
+                  out=rows[position * count:(position + 1) * count])
+    return rows
 
 
 def preprocess(frames: np.ndarray, spec: PreprocessSpec, mode: str | None = None) -> np.ndarray:

@@ -9,13 +9,17 @@ PaddleVideo's order. Sizes are always (width, height), as in Pillow.
 """
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from PIL import Image
 
+from serving.core.preprocess.cancel import CancelToken, raise_if_cancelled
 from serving.core.preprocess.workers import THREADS, shared_pool
 
 Size = tuple[int, int]  # (width, height)
@@ -48,8 +52,23 @@ def scaled_size(width: int, height: int, scale_size: int, fixed_ratio: bool = Tr
     return int(width * scale_size / height), scale_size
 
 
+def _pillow_image(frame: np.ndarray) -> Image.Image:
+    """A Pillow image of `frame`'s RGB pixels. Pillow keeps RGB as 4 bytes per pixel, so an
+    [H, W, 3] array is copied in pixel by pixel; the RGB view of 4-byte pixels (what the PyAV
+    backend decodes to) is mapped as it is, as an RGBX image, whose R, G and B resize exactly as
+    an RGB image's (Pillow resizes each band on its own)."""
+    pixels = frame.base
+    height, width = frame.shape[:2]
+    if (isinstance(pixels, np.ndarray) and pixels.shape == (height, width, 4)
+            and pixels.dtype == np.uint8 and pixels.flags.c_contiguous
+            and frame.strides == pixels.strides[:2] + (1,)
+            and frame.__array_interface__["data"][0] == pixels.__array_interface__["data"][0]):
+        return Image.frombuffer("RGBX", (width, height), pixels, "raw", "RGBX", 0, 1)
+    return Image.fromarray(frame)
+
+
 def _resize_pillow(frame: np.ndarray, size: Size) -> np.ndarray:
-    return np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
+    return np.asarray(_pillow_image(frame).resize(size, Image.BILINEAR))[..., :3]
 
 
 def _resize_opencv(frame: np.ndarray, size: Size) -> np.ndarray:
@@ -87,7 +106,7 @@ class FrameResize:
 # Frames whose input or output has at least this many pixels are resized on the shared pool;
 # smaller ones in the calling thread, where the pool's hand-offs cost more than the second core
 # saves (training-size clips lose on the pool; the break-even is about this size; figures:
-# README, "Speed: where the time goes").
+# docs/speed.md).
 PARALLEL_RESIZE_MIN_PIXELS = 240 * 180
 
 
@@ -103,10 +122,79 @@ def resize_frames(frames: np.ndarray, size: Size, backend: str = "pillow") -> np
     height, width = frames.shape[1:3]
     if (width, height) == tuple(size):
         return frames
-    largest = max(width * height, size[0] * size[1])
-    if len(frames) == 1 or THREADS == 1 or largest < PARALLEL_RESIZE_MIN_PIXELS:
+    if len(frames) == 1 or not _worth_the_pool((width, height), size):
         return np.stack([resize_one(frame, size) for frame in frames])
     return np.stack(list(shared_pool().map(lambda frame: resize_one(frame, size), frames)))
+
+
+def _worth_the_pool(in_size: Size, out_size: Size) -> bool:
+    """Whether resizing one frame of `in_size` to `out_size` gains from another thread."""
+    largest = max(in_size[0] * in_size[1], out_size[0] * out_size[1])
+    return THREADS > 1 and largest >= PARALLEL_RESIZE_MIN_PIXELS
+
+
+# Frames of one read waiting on the pool for their resize, at full size, at most (read when a
+# ResizeAlongside is made; 0 resizes every frame in the decoder's thread).
+MAX_PENDING_RESIZES = THREADS
+
+
+class ResizeAlongside:
+    """One read's resizes, run on the shared pool while the decoder goes on with the next
+    frame (libav, Pillow and OpenCV release the GIL), so decoding and resizing overlap on two
+    cores instead of taking turns in one thread.
+
+    Calling it with a decoded frame returns the resized frame or a Future of it; `results`
+    turns a read's returns into frames. At most `max_pending` frames wait on the pool at full
+    size; past that the frame is resized in the calling thread, which therefore never waits
+    for the pool (it may be a pool thread itself: the PyAV backend's second decoder). A resize
+    still queued when the read ends (the pool busy with other requests' work) is taken back
+    and done by `results`' caller instead of waiting its turn. Each pool job checks the
+    request's cancel token first; a read that fails leaves at most `max_pending` resizes to
+    finish unused."""
+
+    def __init__(self, resize: FrameResize, cancel: CancelToken | None = None,
+                 max_pending: int | None = None) -> None:
+        self.resize = resize
+        self.max_pending = MAX_PENDING_RESIZES if max_pending is None else max_pending
+        self._cancel = cancel
+        self._lock = threading.Lock()  # two decoders of one read may submit side by side
+        self._pending: list[Future[np.ndarray]] = []
+        self._frames: dict[Future[np.ndarray], np.ndarray] = {}  # queued jobs' input frames
+
+    def _resize_unless_cancelled(self, frame: np.ndarray) -> np.ndarray:
+        raise_if_cancelled(self._cancel)
+        return self.resize(frame)
+
+    def _forget(self, job: Future[np.ndarray]) -> None:
+        self._frames.pop(job, None)
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray | Future[np.ndarray]:
+        if (frame.shape[1::-1] == tuple(self.resize.size)
+                or not _worth_the_pool(frame.shape[1::-1], self.resize.size)):
+            return self.resize(frame)
+        with self._lock:
+            self._pending = [job for job in self._pending if not job.done()]
+            if len(self._pending) < self.max_pending:
+                job = shared_pool().submit(self._resize_unless_cancelled, frame)
+                self._pending.append(job)
+                self._frames[job] = frame
+                job.add_done_callback(self._forget)  # a full-size frame is held no longer
+                return job
+        return self.resize(frame)
+
+    def results(self, items: Sequence[np.ndarray | Future[np.ndarray]]) -> list[np.ndarray]:
+        """The resized frames of what the calls returned, in order."""
+        frames = []
+        for item in items:
+            if not isinstance(item, Future):
+                frames.append(item)
+                continue
+            queued = self._frames.get(item)  # before cancel(), which forgets it
+            if queued is not None and item.cancel():  # still queued: resize it here
+                frames.append(self._resize_unless_cancelled(queued))
+            else:
+                frames.append(item.result())
+        return frames
 
 
 def _require_fits(width: int, height: int, crop_size: int) -> None:
@@ -140,17 +228,39 @@ def crop(frames: np.ndarray, origin: Origin, crop_size: int) -> np.ndarray:
     return frames[:, y:y + crop_size, x:x + crop_size]
 
 
-def normalize(frames: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """uint8 [T, H, W, 3] -> float32 [T, 3, H, W] as (x / 255 - mean) / std, in that order.
+@functools.lru_cache(maxsize=8)
+def _normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """float32 [3, 256]: what normalize makes of each uint8 value in each channel, computed
+    with PaddleVideo's float32 operations in its order, so a look-up gives the same bits."""
+    values = np.arange(256, dtype=np.float32) / np.float32(255.0)
+    table = values[None, :] - np.asarray(mean, dtype=np.float32)[:, None]
+    table /= np.asarray(std, dtype=np.float32)[:, None]
+    table.flags.writeable = False
+    return table
+
+
+def normalize(frames: np.ndarray, mean: Sequence[float], std: Sequence[float],
+              out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 [T, H, W, 3] -> float32 [T, 3, H, W] as (x / 255 - mean) / std, in that order,
+    written into `out` when given (e.g. a slice of a larger batch, sparing a concatenation).
 
     Every step is float32 as in PaddleVideo; the algebraically equal (x - 255 mean) / (255 std)
-    differs by up to 2.4e-7, which would break bit-exact comparisons with its outputs.
+    differs by up to 2.4e-7, which would break bit-exact comparisons with its outputs. A uint8
+    channel has only 256 values, so their results are computed once (a table of the same
+    float32 operations) and looked up per pixel, straight into the channel-first layout: one
+    pass over the output instead of a strided cast and three arithmetic passes.
     """
     _require_frames(frames)
-    channel_mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
-    channel_std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
-    out = np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32)
-    out /= np.float32(255.0)
-    out -= channel_mean
-    out /= channel_std
+    count, height, width = frames.shape[:3]
+    shape = (count, 3, height, width)
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {list(shape)}, got "
+                         f"{out.dtype} {list(out.shape)}")
+    table = _normalize_table(tuple(float(m) for m in mean), tuple(float(s) for s in std))
+    for frame, target in zip(frames, out):
+        # OpenCV takes a crop's view as it is (rows apart, each pixel's 3 bytes together)
+        for channel, plane in enumerate(cv2.split(frame)):
+            cv2.LUT(plane, table[channel], dst=target[channel])
     return out

@@ -11,9 +11,10 @@ What a read may cost is checked before any frame is decoded (DecodeLimits):
   each wanted frame's keyframe for a seeking backend, every frame up to the last wanted one
   for an in-order one;
 * the memory, the decoded frames held at once (max_decoded_bytes). Each distinct frame is
-  decoded once and, given a `resize`, resized right after it is decoded, so only a backend's
-  frames in flight are held at full size; the rows of duplicated indices are gathered from
-  the resized frames at the end.
+  decoded once and, given a `resize`, resized right after it is decoded (on the shared pool
+  while the next one decodes), so only a backend's frames in flight and those waiting for
+  their resize (MAX_PENDING_RESIZES) are held at full size; the rows of duplicated indices
+  are gathered from the resized frames at the end.
 Every decoded frame is checked against the probe's size before it is converted (a stream whose
 resolution changes mid-way is refused), and the request's cancel token is checked once per
 frame (cancel.py), so abandoned work stops within a frame.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -36,11 +38,18 @@ import numpy as np
 from serving.core.errors import DecodeError
 from serving.core.preprocess.cancel import CancelToken, raise_if_cancelled
 from serving.core.preprocess.decode_limits import DecodeLimits
-from serving.core.preprocess.transforms import FrameResize
+from serving.core.preprocess.transforms import (
+    MAX_PENDING_RESIZES,
+    FrameResize,
+    ResizeAlongside,
+)
 from serving.core.preprocess.video_probe import VideoProbe
 
-# What a backend calls on each wanted frame once it is RGB: cancel check, size check, resize.
-Finish = Callable[[int, np.ndarray], np.ndarray]
+# What a backend calls on each wanted frame once it is RGB: cancel check, size check, resize
+# (on the shared pool, overlapping the decoding: then a Future of the frame, see
+# transforms.ResizeAlongside). Backends collect what it returns; `read` resolves it.
+Finished = np.ndarray | Future[np.ndarray]
+Finish = Callable[[int, np.ndarray], Finished]
 
 
 DAMAGED_STREAM_MESSAGE = "video: the video stream is damaged and cannot be decoded"
@@ -165,24 +174,27 @@ class VideoSource(ABC):
         self.check_decode_cost(self.decode_cost(wanted))
         if resize is None:  # every decoded frame is kept, and copied into its rows
             self._limits.check_held_frames(out_size, len(wanted) + len(indices), out_size, 0)
-        else:  # frames in flight at full size; the resized ones, and their rows
-            self._limits.check_held_frames((self.width, self.height),
-                                           self.frames_in_flight(len(wanted)),
+        else:  # frames in flight (decoding, or waiting for their resize); the resized ones,
+            # and their rows
+            in_flight = min(self.frames_in_flight(len(wanted)) + MAX_PENDING_RESIZES, len(wanted))
+            self._limits.check_held_frames((self.width, self.height), in_flight,
                                            out_size, len(wanted) + len(indices))
-        finish = self._finisher(resize)
+        resizer = ResizeAlongside(resize, self._cancel) if resize is not None else None
+        finish = self._finisher(resizer)
         try:
             decoded = self._decode_sorted(wanted, finish)
         except StreamEnded as end:
             raise self._shortened(end.decoded) from None
         except self.decode_failures as exc:
             raise DecodeError(DAMAGED_STREAM_MESSAGE) from exc
-        return gather_rows(indices, dict(zip(wanted, decoded, strict=True)))
+        frames = resizer.results(decoded) if resizer is not None else decoded
+        return gather_rows(indices, dict(zip(wanted, frames, strict=True)))
 
-    def _finisher(self, resize: FrameResize | None) -> Finish:
-        def finish(index: int, frame: np.ndarray) -> np.ndarray:
+    def _finisher(self, resizer: ResizeAlongside | None) -> Finish:
+        def finish(index: int, frame: np.ndarray) -> Finished:
             raise_if_cancelled(self._cancel)
             self._check_frame(index, frame)
-            return resize(frame) if resize is not None else frame
+            return resizer(frame) if resizer is not None else frame
         return finish
 
     def check_decoded_size(self, width: int, height: int) -> None:

@@ -1,8 +1,8 @@
 """One process-wide thread pool for the preprocessing work that releases the GIL while it runs
 (FFmpeg decoding, Pillow and OpenCV resizing), so that one request's frames can use more than
 one core: on 2 cores, resizing a 720p clip's sampled frames and decoding them with two
-decoders side by side both take markedly less wall time than in one thread (figures: README,
-"Speed: where the time goes").
+decoders side by side both take markedly less wall time than in one thread (figures:
+docs/speed.md).
 """
 from __future__ import annotations
 

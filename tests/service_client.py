@@ -45,6 +45,14 @@ def tiny_model_dir(tmp_path_factory, calibrate_bn) -> Path:
     return path
 
 
+def one_engine(config: dict[str, Any]) -> None:
+    """A ConfigEdit: Paddle Inference at fp32 instead of the shipped `engine: auto`, `precision:
+    auto`, for tests that compare the service's answers with another process's to the 6 decimals
+    an answer carries: `auto` times its candidates at start-up in each process, so two processes
+    may pick different engines, which agree to 1e-4 only (tests/core/test_engines.py)."""
+    config["op"]["pptsm"]["local_service_conf"].update(engine="paddle", precision="fp32")
+
+
 class TestService(ServiceProcess):
     """The service on free ports, configured from pipeline_config/config.yml plus `edit`; its
     request log and decode temp folder live in `work`."""

@@ -109,6 +109,14 @@ OK_OUTCOME = "ok"
 # slot in time, or too many connections. Worth a retry, like 54 and 55.
 UNAVAILABLE_CODE = 503
 UNAVAILABLE_OUTCOME = "unavailable"
+class BusyError(CodedError):
+    """The service has no room for this request now (a bounded resource is taken); a retry
+    later may succeed."""
+
+    CODE = UNAVAILABLE_CODE
+    OUTCOME = UNAVAILABLE_OUTCOME
+
+
 # Any other non-zero err_no comes from Paddle Serving itself (3000 and above).
 FRAMEWORK_OUTCOME = "framework_error"
 _OUTCOMES = {error.CODE: error.OUTCOME for error in (

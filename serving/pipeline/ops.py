@@ -36,9 +36,15 @@ import numpy as np
 from serving.pipeline import compat  # noqa: F401  (must precede the Paddle Serving import)
 from paddle_serving_server.pipeline import Op, RequestOp  # noqa: E402
 
+from serving.pipeline.attached import AttachedRequest  # noqa: E402
 from serving.pipeline.deadline import run_with_deadline  # noqa: E402
 from serving.pipeline.env_overrides import MODEL_OP  # noqa: E402
-from serving.core.errors import CodedError, InternalError, internal_error_message  # noqa: E402
+from serving.core.errors import (  # noqa: E402
+    BusyError,
+    CodedError,
+    InternalError,
+    internal_error_message,
+)
 from serving.core.metadata import ModelMeta  # noqa: E402
 from serving.core.predictor import Predictor  # noqa: E402
 from serving.core.preprocess.raw_frames import RawFrames  # noqa: E402
@@ -52,16 +58,20 @@ from serving.pipeline.protocol import (  # noqa: E402
     classification_response,
     parse_request,
     ping_response,
+    timeline_response,
 )
 from serving.core.stages import (  # noqa: E402
     DECODE,
     INFER,
     NORMALIZE,
     SAMPLE,
+    classify_timeline,
     network_views,
     ranked_classes,
     sample_frames,
+    timeline_fps,
 )
+from serving.core.timeline import TIMELINE, TimelineResult, TimelineSettings  # noqa: E402
 from serving.core.timing import StageClock  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -82,6 +92,7 @@ class ClipJob:
     source: VideoSource | RawFrames | None = None  # opened by DecodeOp, closed by SampleOp
     frames: np.ndarray | None = None  # sampled RGB uint8 frames
     views: np.ndarray | None = None  # float32 [views, T, 3, S, S], the network input
+    timeline: TimelineResult | None = None  # a timeline's answer, made whole by SampleOp
     # Each stage's own work, without the queueing between ops (the answer's `timing_ms`).
     clock: StageClock = field(default_factory=StageClock)
     # Set by a stage's deadline: every decode and resize loop of this request then stops.
@@ -90,6 +101,10 @@ class ClipJob:
     @property
     def is_ping(self) -> bool:
         return isinstance(self.request, PingRequest)
+
+    @property
+    def is_timeline(self) -> bool:
+        return isinstance(self.request, ClassifyRequest) and self.request.mode == TIMELINE
 
     @property
     def classify(self) -> ClassifyRequest:
@@ -109,11 +124,12 @@ def _answering_errors(preprocess_fn: Callable[..., dict]) -> Callable[..., Prepr
         try:
             cancel = self.cancel_token(input_dicts)
             output = run_with_deadline(lambda: preprocess_fn(self, input_dicts, cancel),
-                                       self.stage_timeout_s, stage=self.name, cancel=cancel)
+                                       self.timeout_s(input_dicts), stage=self.name,
+                                       cancel=cancel)
             return output, False, None, ""
         except CodedError as exc:
             return None, False, exc.code, exc.message
-        except Exception as exc:  # noqa: BLE001 - the service must answer, whatever failed
+        except Exception:  # noqa: BLE001 - the service must answer, whatever failed
             log.exception("op %s failed on request %s", self.name, log_id)
             return None, False, InternalError.CODE, internal_error_message(self.name, log_id)
 
@@ -140,12 +156,18 @@ class KeyValueRequestOp(RequestOp):
         self._limits = limits
 
     def unpack_request_package(self, request: Any) -> tuple[dict, int, int | None, str]:
+        """The fields of a Request, or of an AttachedRequest with its attachments (bytes) added:
+        the REST front end's plain uploads, which the front end has bounded already."""
+        attachments: dict[str, bytes] = {}
+        if isinstance(request, AttachedRequest):
+            request, attachments = request.request, request.attachments
         try:
             check_envelope(request.key, request.value, tensor_count=len(request.tensors),
                            limits=self._limits)
         except CodedError as exc:
             return {}, request.logid, exc.code, exc.message
         fields, log_id, err_no, err_msg = super().unpack_request_package(request)
+        fields.update(attachments)
         # Paddle Serving answers a request carrying `pipeline.profile: 1` with the profile of
         # its DAG: other clients' timings and the process id. The key is accepted (Paddle
         # Serving's PipelineClient(profile=True) sends it) and dropped here, so the DAG never
@@ -167,6 +189,10 @@ class _StageOp(Op):
     def cancel_token(self, input_dicts: dict) -> threading.Event:
         """The request's cancel token, which this stage's deadline sets (ClipJob.cancel)."""
         return _job(input_dicts).cancel
+
+    def timeout_s(self, input_dicts: dict) -> float | None:
+        """Seconds this stage may work on the request (None: no limit)."""
+        return self.stage_timeout_s
 
 
 class DecodeOp(_StageOp):
@@ -204,21 +230,57 @@ class DecodeOp(_StageOp):
 
 class SampleOp(_StageOp):
     """Chooses the frame indices for the request's mode and decodes only those frames, each
-    distinct frame once, scaled to the model's size as soon as it is decoded."""
+    distinct frame once, scaled to the model's size as soon as it is decoded.
 
-    def __init__(self, input_op: Op, *, meta: ModelMeta) -> None:
+    A timeline is answered here whole (serving.core.stages.classify_timeline): its windows are
+    decoded, normalised and classified batch by batch in one pass, so that a long video never
+    holds all its windows' frames at once; it borrows the model op's predictor (a Predictor is
+    safe to share between threads) and runs under `timeline.timeout_s` instead of this stage's
+    timeout. The later stages pass it on."""
+
+    def __init__(self, input_op: Op, *, meta: ModelMeta, predictor: Predictor,
+                 limits: DecodeLimits, timeline: TimelineSettings) -> None:
         super().__init__(name=SAMPLE, input_ops=[input_op])
+        self._meta = meta
         self._spec = meta.preprocess
+        self._predictor = predictor
+        self._limits = limits
+        self._timeline = timeline
+        self._timeline_slots = threading.BoundedSemaphore(timeline.max_concurrent)
+
+    def timeout_s(self, input_dicts: dict) -> float | None:
+        if _job(input_dicts).is_timeline:
+            return self._timeline.timeout_s
+        return super().timeout_s(input_dicts)
 
     @_answering_errors
     def preprocess(self, input_dicts: dict, cancel: threading.Event) -> dict:
         job = _job(input_dicts)  # its source checks `cancel` per frame
-        if not job.is_ping:
+        if job.is_timeline:
+            with job.source:
+                if not self._timeline_slots.acquire(blocking=False):
+                    raise BusyError(
+                        f"the service is classifying {self._timeline.max_concurrent} other "
+                        f"timeline(s) (timeline.max_concurrent); retry later")
+                try:
+                    job.timeline = self._classify_timeline(job)
+                finally:
+                    self._timeline_slots.release()
+            job.source = None
+        elif not job.is_ping:
             mode = job.classify.mode
             with job.clock.measure(SAMPLE), job.source:
                 job.frames = sample_frames(job.source, self._spec, mode)
             job.source = None
         return {JOB_KEY: job}
+
+    def _classify_timeline(self, job: ClipJob) -> TimelineResult:
+        request = job.classify
+        assert request.timeline is not None
+        return classify_timeline(job.source, self._spec, self._meta.labels, request.timeline,
+                                 timeline_fps(job.source, request.frames_fps),
+                                 self._predictor.predict, batch_size=self._timeline.batch_size,
+                                 limits=self._limits, topk=request.topk, clock=job.clock)
 
 
 class NormalizeOp(_StageOp):
@@ -232,7 +294,7 @@ class NormalizeOp(_StageOp):
     @_answering_errors
     def preprocess(self, input_dicts: dict, cancel: threading.Event) -> dict:
         job = _job(input_dicts)
-        if not job.is_ping:
+        if not job.is_ping and not job.is_timeline:
             with job.clock.measure(NORMALIZE):
                 job.views = network_views(job.frames, self._spec, job.classify.mode)
             job.frames = None
@@ -260,7 +322,7 @@ class PPTSMOp(Op):
 
     def preprocess(self, input_dicts: dict, data_id: int = 0, log_id: int = 0) -> PreprocessResult:
         job = _job(input_dicts)
-        if job.is_ping:
+        if job.is_ping or job.is_timeline:  # nothing left to run (a timeline ran in SampleOp)
             return {}, True, None, ""
         return {self._predictor.input_name: job.views}, False, None, ""
 
@@ -271,7 +333,7 @@ class PPTSMOp(Op):
         clock = StageClock()
         try:
             logits = self.client.predict(feed[self._predictor.input_name])
-        except Exception as exc:  # noqa: BLE001 - reported to every request of the batch
+        except Exception:  # noqa: BLE001 - reported to every request of the batch
             log.exception("inference failed (batch led by request %s)", typical_logid)
             return None, InternalError.CODE, internal_error_message(self.name, typical_logid)
         elapsed_ms = clock.lap(INFER)
@@ -284,6 +346,8 @@ class PPTSMOp(Op):
         job = _job(input_dicts)
         if job.is_ping:
             return ping_response(self._meta), None, ""
+        if job.timeline is not None:
+            return timeline_response(self._meta, job.timeline, job.clock.stage_ms), None, ""
         job.clock.stage_ms[INFER] = float(fetch_dict[INFER_MS_KEY][0])
         best = ranked_classes(fetch_dict[LOGITS_KEY], job.classify.topk)
         return classification_response(self._meta, best, job.clock.stage_ms), None, ""

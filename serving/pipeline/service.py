@@ -6,8 +6,8 @@
 In containers the same settings come from PPTSM_* environment variables (serving.pipeline.env_overrides:
 model folder, config, ports, threads, batch size, precision); command-line options win over them.
 
-Serves `POST /pptsm/prediction` (HTTP, serving.pipeline.http_frontend) and the gRPC
-`PipelineService` (for `paddle_serving_server.pipeline.PipelineClient`). Every preprocessing
+Serves `POST /pptsm/prediction` and the GET health, metadata and OpenAPI routes (HTTP,
+serving.pipeline.http_frontend; docs/api.md) and the gRPC `PipelineService` (for `paddle_serving_server.pipeline.PipelineClient`). Every preprocessing
 parameter comes from `<model-dir>/model_meta.json`; the config holds only how to serve (ports,
 concurrency, batching, timeouts, predictor settings, request limits, metrics, logs). Problems
 found at start-up (a missing file, a bad config value) end the program with one `error:` line
@@ -35,7 +35,8 @@ from paddle_serving_server.web_service import WebService  # noqa: E402
 from serving.pipeline import env_overrides  # noqa: E402
 from serving.pipeline.env_overrides import MODEL_OP  # noqa: E402
 from serving.pipeline.healthcheck import SERVICE_NAME  # noqa: E402  (REST path /pptsm/prediction)
-from serving.pipeline.http_frontend import HttpSettings  # noqa: E402
+from serving.pipeline.http_base import HttpSettings  # noqa: E402
+from serving.pipeline.model_info import model_metadata  # noqa: E402
 from serving.core.errors import PPTSMError  # noqa: E402
 from serving.core.metadata import MetadataError, ModelMeta, load_meta  # noqa: E402
 from serving.pipeline.metrics import ServiceMetrics, serving_registry  # noqa: E402
@@ -43,6 +44,8 @@ from serving.pipeline.observer import RequestObserver  # noqa: E402
 from serving.pipeline.ops import DecodeOp, KeyValueRequestOp, NormalizeOp, PPTSMOp, SampleOp  # noqa: E402
 from serving.core.predictor import Predictor, PredictorError, PredictorSettings  # noqa: E402
 from serving.core.preprocess.decode import DecodeLimits, backend_order  # noqa: E402
+from serving.core.timeline import TimelineSettings  # noqa: E402
+from serving.core.stages import SAMPLE  # noqa: E402
 from serving.pipeline.request_log import configure_request_log  # noqa: E402
 from serving.pipeline.server import exit_now, serve  # noqa: E402
 from serving.pipeline.serving_logs import ServingLogSettings, route_serving_logs  # noqa: E402
@@ -77,6 +80,7 @@ class ServiceConfig:
     metrics_host: str = DEFAULT_METRICS_HOST
     http: HttpSettings = HttpSettings()
     serving_log: ServingLogSettings = ServingLogSettings()
+    timeline: TimelineSettings = TimelineSettings()
     warnings: tuple[str, ...] = ()  # printed at start-up
 
 
@@ -231,10 +235,17 @@ def load_service_config(path: Path, *, http_port: int | None, rpc_port: int | No
     model_op = _section(conf, "op")[MODEL_OP]
     batch_size = int(model_op.get("batch_size", 1))
     views_per_request = max(1, meta.preprocess.dense_clips * meta.preprocess.dense_crops)
+    timeline = _settings(conf, "timeline", TimelineSettings)
+    sample_threads = int((_section(conf, "op").get(SAMPLE) or {}).get("concurrency", 1))
+    if timeline.max_concurrent >= sample_threads:
+        raise ConfigError(
+            f"timeline.max_concurrent ({timeline.max_concurrent}) must be below "
+            f"op.{SAMPLE}.concurrency ({sample_threads}): each timeline holds a sample thread for "
+            f"its whole run, and single clips need one left")
     try:
         settings = PredictorSettings.from_local_service_conf(
             model_op.get("local_service_conf") or {},
-            max_batch_size=batch_size * views_per_request,
+            max_batch_size=max(batch_size * views_per_request, timeline.batch_size),
             instances=int(model_op.get("concurrency", 1)))
     except (PredictorError, TypeError, ValueError) as exc:
         raise ConfigError(f"op.{MODEL_OP}.local_service_conf: {exc}") from None
@@ -250,6 +261,7 @@ def load_service_config(path: Path, *, http_port: int | None, rpc_port: int | No
                          http_host=_bind_host(conf, "http_host", DEFAULT_HTTP_HOST),
                          metrics_host=_bind_host(conf, "metrics_host", DEFAULT_METRICS_HOST),
                          http=_settings(conf, "http", HttpSettings),
+                         timeline=timeline,
                          warnings=_short_grace_warning(conf, grace_s))
 
 
@@ -269,7 +281,8 @@ class PPTSMService(WebService):
                           limits=self._config.limits,
                           backend=self._config.decode_backend,
                           temp_dir=self._config.decode_temp_dir)
-        sample = SampleOp(decode, meta=self._meta)
+        sample = SampleOp(decode, meta=self._meta, predictor=self._predictor,
+                          limits=self._config.limits, timeline=self._config.timeline)
         normalize = NormalizeOp(sample, meta=self._meta)
         return PPTSMOp(normalize, meta=self._meta, predictor=self._predictor)
 
@@ -280,7 +293,11 @@ class PPTSMService(WebService):
         serve(self._server, observer, shutdown_grace_s=self._config.shutdown_grace_s,
               limits=self._config.limits,
               rpc_host=self._config.rpc_host, http_settings=self._config.http,
-              http_host=self._config.http_host, metrics_host=self._config.metrics_host)
+              http_host=self._config.http_host, metrics_host=self._config.metrics_host,
+              meta=self._meta,
+              metadata=model_metadata(self._meta, engine=self._predictor.settings.engine,
+                                      precision=self._predictor.settings.precision,
+                                      limits=self._config.limits))
 
 
 def _metrics_note(conf: dict[str, Any]) -> str:
@@ -324,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"serving {meta.name} {meta.version} ({meta.architecture}, {meta.num_classes} classes, "
           f"{meta.inference.format}) on http port {config.serving.get('http_port')}, rpc port "
           f"{config.serving.get('rpc_port')}{_metrics_note(config.serving)}", flush=True)
+    print(predictor.selection.summary(), flush=True)
     service = PPTSMService(meta, config, predictor)
     service.prepare_pipeline_config(yml_dict=config.serving)
     service.serve_until_stopped()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 
@@ -25,18 +26,23 @@ from serving.core.stages import (
     NORMALIZE,
     PREPROCESS_STAGES,
     SAMPLE,
+    classify_timeline,
+    labelled_classes,
     network_views,
-    ranked_classes,
     sample_frames,
+    timeline_fps,
+)
+from serving.core.timeline import (
+    DEFAULT_MIN_SCORE,
+    DEFAULT_WINDOW_S,
+    RankedClass,
+    TimelineOptions,
+    TimelineResult,
+    TimelineSettings,
 )
 from serving.core.timing import StageClock
 
-
-@dataclass(frozen=True)
-class RankedClass:
-    class_id: int
-    label: str
-    score: float
+VideoInput = Union[bytes, str, Path]
 
 
 @dataclass(frozen=True)
@@ -86,24 +92,27 @@ class OfflinePredictor:
     """Loads `model_dir` once and classifies video bytes with the service's code path."""
 
     def __init__(self, model_dir: str | Path, settings: PredictorSettings | None = None,
-                 decode: DecodeSettings = DecodeSettings()) -> None:
+                 decode: DecodeSettings = DecodeSettings(),
+                 timeline: TimelineSettings = TimelineSettings()) -> None:
         self.meta: ModelMeta = load_meta(model_dir)
         self.predictor = Predictor(model_dir, self.meta, settings or PredictorSettings())
         self.decode = decode
+        self.timeline_settings = timeline
 
     @classmethod
     def from_service_config(cls, model_dir: str | Path, config_path: str | Path,
                             **overrides: object) -> "OfflinePredictor":
-        """Predictor and decode settings exactly as `python -m serving.pipeline.service --config
-        config_path` would use them; `overrides` replace PredictorSettings fields (e.g.
-        cpu_threads=1). Imports Paddle Serving (the config loader lives with the service)."""
+        """Predictor, decode and timeline settings exactly as `python -m
+        serving.pipeline.service --config config_path` would use them; `overrides` replace
+        PredictorSettings fields (e.g. cpu_threads=1). Imports Paddle Serving (the config loader
+        lives with the service)."""
         from serving.pipeline.service import load_service_config
 
         meta = load_meta(model_dir)
         config = load_service_config(Path(config_path), http_port=None, rpc_port=None, meta=meta)
         settings = dataclasses.replace(config.predictor, **overrides)
         return cls(model_dir, settings, DecodeSettings(config.limits, config.decode_backend,
-                                                       config.decode_temp_dir))
+                                                       config.decode_temp_dir), config.timeline)
 
     def classify(self, video: bytes, *, topk: int | None = None,
                  mode: str | None = None) -> Prediction:
@@ -111,12 +120,36 @@ class OfflinePredictor:
         `topk` to the service's default; a bad value raises ValueError, a bad video a
         VideoInputError (DecodeError, LimitExceededError) with the service's message."""
         spec = self.meta.preprocess
-        k = min(DEFAULT_TOPK, self.meta.num_classes) if topk is None else topk
         clock = StageClock()
         views = network_input(video, spec, spec.sampling if mode is None else mode, self.decode,
                               clock)
         logits = self.predictor.predict(views)
         clock.lap(INFER)
-        ranked = tuple(RankedClass(class_id, self.meta.labels[class_id], score)
-                       for class_id, score in ranked_classes(logits, k))
+        ranked = labelled_classes(logits, self._topk(topk), self.meta.labels)
         return Prediction(ranked, clock.stage_ms, clock.total_ms())
+
+    def _topk(self, topk: int | None) -> int:
+        """The service's default when None."""
+        return min(DEFAULT_TOPK, self.meta.num_classes) if topk is None else topk
+
+    def timeline(self, video: VideoInput, *, window_s: float = DEFAULT_WINDOW_S,
+                 stride_s: float | None = None, min_score: float = DEFAULT_MIN_SCORE,
+                 smooth: bool = True, topk: int | None = None) -> TimelineResult:
+        """The timeline of one video (its bytes, or a path to it): what the service answers to
+        `mode: timeline` with the same options (serving.core.timeline). `stride_s` defaults to
+        half the window, `topk` to the service's default. A bad option raises ValueError naming
+        it; a bad video, or one over a limit (max_windows included), a VideoInputError with the
+        service's message. `result.to_json()` gives the service's `timeline`, `segments` and
+        `timeline_stats` values."""
+        options = TimelineOptions(window_s=window_s, stride_s=stride_s, min_score=min_score,
+                                  smooth=smooth)
+        data = video if isinstance(video, bytes) else Path(video).read_bytes()
+        clock = StageClock()
+        with open_video(data, limits=self.decode.limits, backend=self.decode.backend,
+                        temp_dir=self.decode.temp_dir) as source:
+            clock.lap(DECODE)
+            return classify_timeline(source, self.meta.preprocess, self.meta.labels, options,
+                                     timeline_fps(source), self.predictor.predict,
+                                     batch_size=self.timeline_settings.batch_size,
+                                     limits=self.decode.limits, topk=self._topk(topk),
+                                     clock=clock)

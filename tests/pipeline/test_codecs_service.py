@@ -14,7 +14,7 @@ from serving.core.metadata import load_meta
 from serving.core.predictor import Predictor
 from serving.core.preprocess.decode import open_video
 from serving.core.stages import network_views, ranked_classes, sample_frames
-from tests.service_client import TestService, classify, tiny_model_dir
+from tests.service_client import TestService, classify, one_engine, tiny_model_dir
 from tests.video_corpus import encode_video
 
 # Scores travel rounded to 6 decimals.
@@ -41,7 +41,7 @@ def model_dir(tmp_path_factory, calibrate_bn) -> Path:
 
 @pytest.fixture(scope="module")
 def service(model_dir, tmp_path_factory):
-    with TestService(model_dir, tmp_path_factory.mktemp("codecs")) as process:
+    with TestService(model_dir, tmp_path_factory.mktemp("codecs"), one_engine) as process:
         yield process
 
 

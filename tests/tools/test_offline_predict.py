@@ -11,8 +11,9 @@ import pytest
 
 from serving.core.stages import INFER, PREPROCESS_STAGES
 from serving.tools.offline import OfflinePredictor
-from serving.tools.predict import BENCHMARK_COLUMNS, main
-from tests.service_client import TestService, classify, tiny_model_dir
+from serving.tools.benchmark import BENCHMARK_COLUMNS
+from serving.tools.predict import main
+from tests.service_client import TestService, classify, one_engine, tiny_model_dir
 from tests.serving_helpers import TINY_LABELS, write_video
 
 SPREAD = re.compile(r"(\d+\.\d) \((\d+\.\d)-(\d+\.\d)\)")
@@ -32,7 +33,7 @@ def videos(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def service(model_dir: Path, tmp_path_factory):
-    with TestService(model_dir, tmp_path_factory.mktemp("offline_service")) as running:
+    with TestService(model_dir, tmp_path_factory.mktemp("offline_service"), one_engine) as running:
         yield running
 
 

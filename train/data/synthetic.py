@@ -2,6 +2,8 @@
 
     python -m train.data.synthetic --out data/synthetic [--config FILE] [--seed 0]
                                    [--train N --val N --test N] [--workers N] [--quick] [--force]
+    python -m train.data.synthetic --out data/synthetic_long --long N [--segments M]
+                                   [--segment-seconds LOW HIGH] [--resolution WxH] [--fps F] ...
 
 Result (paths in the list files are relative to the dataset root):
 
@@ -15,6 +17,15 @@ depend on the number of worker processes or their scheduling, and changing the n
 clips leaves the validation and test clips untouched. A clip is written under a temporary name and
 renamed only once decord and OpenCV have read it back; the list files are written last, so an
 interrupted run never leaves a list that names a missing video.
+
+With `--long N` the command writes, instead of the clip dataset, N long videos of the same classes
+(`synthetic_long`: M segments of random lengths, each a clip of one class) and a ground-truth
+timeline beside each:
+
+    label_list.txt                       as above
+    videos/long_<index>.mp4              the video (mp4v unless the codec is chosen)
+    videos/long_<index>.timeline.json    [{start_s, end_s, start_frame, end_frame, class_id, label}]
+    dataset.json                         seed, settings, the long-video settings, the videos
 """
 from __future__ import annotations
 
@@ -36,6 +47,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from train.data.synthetic_long import (
+    TIMELINE_SUFFIX,
+    LongVideoSettings,
+    iter_long_video_frames,
+    plan_long_video,
+)
 from train.data.synthetic_motion import iter_scene_frames, render_clip, sample_scene
 from train.data.synthetic_settings import (
     SPLITS,
@@ -50,7 +67,10 @@ __all__ = [
     "DEFAULT_CONFIG",
     "DatasetExistsError",
     "DatasetSummary",
+    "LongVideoSettings",
     "generate_dataset",
+    "generate_long_videos",
+    "long_video_entropy",
     "main",
     "render_clip",
     "write_video",
@@ -68,6 +88,14 @@ FORMAT_VERSION = 2
 # Independent random streams per split: (seed, split, stream, ...) seeds each generator.
 _SCENE_STREAM = 0
 _CODEC_STREAM = 1
+# Long videos draw from their own stream, so they never repeat a clip of the dataset.
+_LONG_STREAM = 2
+LONG_VIDEO_PREFIX = "long_"
+DEFAULT_SEGMENTS = 6
+DEFAULT_SEGMENT_SECONDS = (10.0, 30.0)
+DEFAULT_LONG_CODEC = "mp4v"
+# What identifies a generator run in dataset.json; "long" only for long-video sets.
+_IDENTITY_KEYS = ("generator", "format_version", "seed", "settings", "long")
 
 # Workers are spawned, not forked: the caller may be a training process with live threads (tqdm's
 # monitor, Paddle's pools) whose locks a fork would copy in whatever state they happen to be.
@@ -179,11 +207,9 @@ def _single_threaded_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def _run_jobs(
-    jobs: Sequence[ClipJob], clip_settings: ClipSettings, root: Path, workers: int
-) -> Iterator[ClipRecord]:
-    """Makes the clips, in job order, in this process or in a pool of `workers` processes."""
-    make = functools.partial(_make_clip, clip_settings=clip_settings, root=root)
+def _run_jobs(make: Callable[[Any], Any], jobs: Sequence[Any], workers: int) -> Iterator[Any]:
+    """`make(job)` for every job, results in job order, in this process or in a pool of `workers`
+    processes (`make` must then be picklable: a module-level function or a partial of one)."""
     if workers == 1:
         yield from map(make, jobs)
         return
@@ -211,9 +237,10 @@ def _identity(settings: DatasetSettings, seed: int) -> dict[str, Any]:
 def _recorded_identity(root: Path) -> dict[str, Any] | None:
     try:
         manifest = json.loads((root / MANIFEST_NAME).read_text())
-        return {key: manifest[key] for key in ("generator", "format_version", "seed", "settings")}
-    except (OSError, ValueError, KeyError, TypeError):
+        identity = {key: manifest[key] for key in _IDENTITY_KEYS if key in manifest}
+    except (OSError, ValueError, TypeError):
         return None
+    return identity if set(_IDENTITY_KEYS[:4]) <= set(identity) else None
 
 
 def _prepare_root(root: Path, identity: dict[str, Any], force: bool) -> None:
@@ -281,7 +308,8 @@ def generate_dataset(
     _write_json_atomically(root / MANIFEST_NAME, {**identity, "status": "incomplete"})
 
     jobs = _plan_jobs(settings, seed)
-    records = list(tqdm(_run_jobs(jobs, settings.clip, root, workers), total=len(jobs), unit="clip",
+    make = functools.partial(_make_clip, clip_settings=settings.clip, root=root)
+    records = list(tqdm(_run_jobs(make, jobs, workers), total=len(jobs), unit="clip",
                         desc="synthetic clips", disable=not progress))
     _write_lists(root, settings.classes, records)
 
@@ -298,6 +326,67 @@ def generate_dataset(
         "total_bytes": summary.total_bytes,
     })
     return summary
+
+
+def long_video_entropy(seed: int, index: int) -> tuple[int, ...]:
+    """The seed of long video `index`: its plan and its pixels come from one generator seeded so."""
+    return (seed, _LONG_STREAM, index)
+
+
+def _make_long_video(index: int, classes: Sequence[str], clip_settings: ClipSettings,
+                     long: LongVideoSettings, seed: int, root: Path) -> dict[str, Any]:
+    """Plans, renders, writes and verifies long video `index` and its timeline file; returns its
+    manifest entry. The video appears under its final name only if it reads back correctly, and
+    its timeline only after it."""
+    rng = np.random.default_rng(long_video_entropy(seed, index))
+    plan = plan_long_video(classes, clip_settings, long, rng)
+    relative = f"{VIDEO_DIR_NAME}/{LONG_VIDEO_PREFIX}{index:05d}{CODECS[long.codec].extension}"
+    final_path = root / relative
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    partial_path = final_path.with_name(".partial-" + final_path.name)
+    try:
+        write_video(partial_path, iter_long_video_frames(plan, rng), plan.fps, long.codec)
+        check_video(partial_path, plan.num_frames, plan.size)
+    except VideoFileError as error:
+        partial_path.unlink(missing_ok=True)
+        raise VideoFileError(f"long video {relative} failed: {error}") from error
+    os.replace(partial_path, final_path)
+    timeline = final_path.with_name(final_path.stem + TIMELINE_SUFFIX)
+    _write_text_atomically(timeline, json.dumps(plan.timeline(), indent=1) + "\n")
+    return {"video": relative, "timeline": timeline.relative_to(root).as_posix(), "fps": plan.fps,
+            "size": list(plan.size), "num_frames": plan.num_frames,
+            "duration_s": round(plan.num_frames / plan.fps, 6), "segments": len(plan.segments),
+            "num_bytes": final_path.stat().st_size}
+
+
+def generate_long_videos(out_dir: str | Path, settings: DatasetSettings, long: LongVideoSettings,
+                         seed: int, progress: bool = True, *, workers: int = 1,
+                         force: bool = False) -> list[dict[str, Any]]:
+    """Writes `long.count` long videos of `settings.classes` (label ids as in the clip dataset of
+    the same settings) with their timelines under `out_dir`; returns their manifest entries.
+    Overwrite rules and errors as `generate_dataset`."""
+    if workers < 1 or seed < 0:
+        raise ValueError(f"workers must be >= 1 and seed >= 0, got workers={workers}, seed={seed}")
+    long.check_against(settings.clip)
+    root = Path(out_dir)
+    identity = {**_identity(settings, seed), "long": _plain_long(long)}
+    _prepare_root(root, identity, force)
+    _write_json_atomically(root / MANIFEST_NAME, {**identity, "status": "incomplete"})
+    make = functools.partial(_make_long_video, classes=settings.classes,
+                             clip_settings=settings.clip, long=long, seed=seed, root=root)
+    videos = list(tqdm(_run_jobs(make, range(long.count), workers), total=long.count,
+                       unit="video", desc="synthetic long videos", disable=not progress))
+    _write_text_atomically(root / LABEL_LIST_NAME,
+                           "".join(f"{index} {name}\n" for index, name in enumerate(settings.classes)))
+    _write_json_atomically(root / MANIFEST_NAME, {**identity, "status": "complete",
+                                                  "classes": list(settings.classes),
+                                                  "label_list": LABEL_LIST_NAME, "videos": videos})
+    return videos
+
+
+def _plain_long(long: LongVideoSettings) -> dict[str, Any]:
+    """The long-video settings as dataset.json records them (lists, as JSON reads them back)."""
+    return json.loads(json.dumps(dataclasses.asdict(long)))
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -327,11 +416,48 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="apply the YAML's 'quick' overlay: a tiny smoke-test dataset")
     parser.add_argument("--force", action="store_true", help="replace whatever dataset is already in --out")
-    return parser.parse_args(argv)
+    long = parser.add_argument_group(
+        "long videos", "with --long N, write N long videos of the dataset's classes, each with a "
+        "ground-truth <name>.timeline.json beside it, instead of the clip dataset")
+    long.add_argument("--long", type=_int_at_least(1), metavar="N", help="number of long videos")
+    long.add_argument("--segments", type=_int_at_least(1), metavar="M",
+                      help=f"segments (actions) per long video (default {DEFAULT_SEGMENTS})")
+    long.add_argument("--segment-seconds", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                      help="range of a segment's length, seconds (default %g %g: longer than the "
+                           "service's 10 s timeline window)" % DEFAULT_SEGMENT_SECONDS)
+    long.add_argument("--resolution", type=_resolution, metavar="WxH",
+                      help="frame size of every long video (default: drawn per video from the "
+                           "config's clip.resolutions)")
+    long.add_argument("--fps", type=_int_at_least(1),
+                      help="frame rate of every long video (default: drawn from clip.fps_range)")
+    long.add_argument("--codec", choices=tuple(CODECS),
+                      help=f"codec of the long videos (default {DEFAULT_LONG_CODEC})")
+    args = parser.parse_args(argv)
+    if args.long is None and any(getattr(args, name) is not None for name in _LONG_ONLY):
+        parser.error("--segments, --segment-seconds, --resolution, --fps and --codec need --long N")
+    return args
+
+
+_LONG_ONLY = ("segments", "segment_seconds", "resolution", "fps", "codec")
+
+
+def _resolution(text: str) -> tuple[int, int]:
+    """An argparse type: WIDTHxHEIGHT."""
+    width, separator, height = text.lower().partition("x")
+    if not separator or not width.isdigit() or not height.isdigit():
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 320x240, got {text!r}")
+    return int(width), int(height)
 
 
 def _overridden(value: int | None, default: int) -> int:
     return default if value is None else value
+
+
+def _describe_long(root: Path, videos: Sequence[Mapping[str, Any]]) -> str:
+    lines = [f"synthetic long videos {root}"]
+    lines += [f"{v['video']}: {v['size'][0]}x{v['size'][1]}, {v['fps']} fps, {v['duration_s']:.1f} s, "
+              f"{v['segments']} segments ({v['timeline']})" for v in videos]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -341,9 +467,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_generator_config(args.config, quick=args.quick)
         counts = {split: _overridden(getattr(args, split), config.settings.clips_per_class[split])
                   for split in SPLITS}
-        summary = generate_dataset(args.out, dataclasses.replace(config.settings, clips_per_class=counts),
-                                   _overridden(args.seed, config.seed),
-                                   workers=_overridden(args.workers, config.workers), force=args.force)
+        settings = dataclasses.replace(config.settings, clips_per_class=counts)
+        seed, workers = _overridden(args.seed, config.seed), _overridden(args.workers, config.workers)
+        if args.long is not None:
+            long = LongVideoSettings(
+                args.long, _overridden(args.segments, DEFAULT_SEGMENTS),
+                tuple(args.segment_seconds or DEFAULT_SEGMENT_SECONDS), args.resolution, args.fps,
+                args.codec or DEFAULT_LONG_CODEC)
+            videos = generate_long_videos(args.out, settings, long, seed, workers=workers,
+                                          force=args.force)
+            print(_describe_long(args.out, videos))
+            return 0
+        summary = generate_dataset(args.out, settings, seed, workers=workers, force=args.force)
     except (SettingsError, DatasetExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

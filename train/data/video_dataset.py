@@ -22,7 +22,7 @@ from serving.core.preprocess.decode import DecodeLimits, open_video, read_sample
 from serving.core.preprocess.pipeline import preprocess_dense, preprocess_uniform, sample_indices
 from train.data.frame_folder import FRAME_PATTERN, read_frames
 from serving.core.list_file import Sample
-from train.data.train_transforms import TRAIN_SAMPLINGS, TrainAugment, sample_train_indices
+from train.data.train_transforms import TRAIN_SAMPLINGS, TrainAugment
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +103,24 @@ class ClipDataset(Dataset):
                 index = random.Random(index + attempt).randrange(len(self.samples))
         raise AssertionError("unreachable")
 
+    def _train_clip(self, sample: Sample, rng: random.Random,
+                    pick: Callable[[list[int]], list[int]] = list) -> np.ndarray:
+        """A training clip of `sample` (the recipe's train sampling and augmentation), of the
+        sampled frames that `pick` keeps."""
+        frames = self.reader(
+            sample, lambda n: pick(self.augment.indices(n, self.spec, self.train_sampling, rng)))
+        return self.augment(frames, self.spec, rng)
+
     def _load(self, sample: Sample, index: int) -> np.ndarray:
         spec = self.spec
         if self.mode == "train":
             rng = random.Random(hash((self.seed, self._epoch, index)))
-            frames = self.reader(
-                sample, lambda n: sample_train_indices(n, spec, self.train_sampling, rng))
-            return self.augment(frames, spec, rng)
+            clip = self._train_clip(sample, rng)
+            cut = self.augment.draw_cut(spec.num_seg, rng)
+            if cut:
+                other = self.samples[rng.randrange(len(self.samples))]
+                clip = cut.join(clip, self._train_clip(other, rng, cut.pick))
+            return clip
         frames = self.reader(sample, lambda n: sample_indices(n, spec, self.mode))
         if self.mode == "dense":
             return preprocess_dense(frames, spec)

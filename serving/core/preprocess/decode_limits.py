@@ -36,6 +36,9 @@ class DecodeLimits:
     # decoded, plus the resized frames kept for the model).
     max_decoded_bytes: int = 512 * 1024 * 1024
     max_decode_pixels: int = DEFAULT_DECODE_PIXELS
+    # Windows one timeline request may classify (each one a network input): 20 minutes at the
+    # default 10 s window and 5 s stride is 239.
+    max_windows: int = 600
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -84,6 +87,14 @@ class DecodeLimits:
                 f"over the limit of {self.max_decoded_bytes} bytes of decoded frames per "
                 f"request (max_decoded_bytes)", limit_name="max_decoded_bytes",
                 limit=self.max_decoded_bytes)
+
+    def check_windows(self, count: int) -> None:
+        """A timeline of `count` windows (window_s and stride_s over the video's length)."""
+        if count > self.max_windows:
+            raise LimitExceededError(
+                f"timeline: {count} windows exceed the limit of {self.max_windows} per request "
+                f"(request_limits.max_windows); use a longer stride_s or window_s",
+                limit_name="max_windows", limit=self.max_windows)
 
     def check_decode_pixels(self, frames: int, width: int, height: int) -> None:
         """Decoding `frames` frames of width x height (the cost of the sampled frames)."""

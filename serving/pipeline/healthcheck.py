@@ -1,10 +1,11 @@
-"""Container health check: the service's readiness request, sent to the port it serves on.
+"""Container health check: the service's readiness route, asked on the port it serves on.
 
     python -m serving.pipeline.healthcheck        # exit 0: ready; 1: not answering (or not ready)
 
-Docker's HEALTHCHECK and the Kubernetes probes run it inside the container. It sends the `ping`
-request (`{"key": ["ping"], "value": [""]}`, answered without inference) over HTTP to
-127.0.0.1, so a pass means the REST front end and the pipeline both answer. The port is
+Docker's HEALTHCHECK runs it inside the container (the image has no curl; Kubernetes asks the
+routes itself with httpGet). It sends `GET /v2/health/ready` to 127.0.0.1, which the front end
+answers from its own state (serving.pipeline.health): 200 once the model is loaded, warmed up
+and the pipeline answers its pings. The port is
 resolved the way the service resolves it: PPTSM_HTTP_PORT, else `http_port` of the config
 (PPTSM_CONFIG, else pipeline_config/config.yml); a `--http-port` given to the service on its
 command line is not visible here, so containers set ports through the environment. Imports
@@ -25,19 +26,19 @@ from serving.pipeline import env_overrides
 
 PING_TIMEOUT_S = 4.0
 SERVICE_NAME = "pptsm"  # the REST path: /pptsm/prediction
+READY_PATH = "/v2/health/ready"  # serving.pipeline.openapi.READY_PATH (this module stays light)
 
 
 def ping(http_port: int, timeout: float = 2.0) -> Optional[dict]:
-    """The readiness request; returns the decoded answer or None if the service is not up."""
-    body = json.dumps({"key": ["ping"], "value": [""]}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{http_port}/{SERVICE_NAME}/prediction",
-                                     data=body, headers={"Content-Type": "application/json"})
+    """The readiness answer ({"ready": true, "model": ...}), or None if the service is not up
+    or not ready."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}{READY_PATH}",
+                                    timeout=timeout) as response:
             answer = json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError):
+    except (urllib.error.URLError, OSError, ValueError):  # HTTPError (503) included
         return None
-    return answer if answer.get("err_no") == 0 else None
+    return answer if answer.get("ready") is True else None
 
 
 def http_port() -> int:
@@ -55,9 +56,9 @@ def main() -> int:
         return 1
     answer = ping(port, timeout=PING_TIMEOUT_S)
     if answer is None:
-        print(f"unhealthy: no ping answer on http port {port}", file=sys.stderr)
+        print(f"unhealthy: not ready on http port {port} ({READY_PATH})", file=sys.stderr)
         return 1
-    print(f"healthy: {dict(zip(answer.get('key', []), answer.get('value', [])))}")
+    print(f"healthy: {answer.get('model')}")
     return 0
 
 

@@ -1,5 +1,5 @@
 """`GET /metrics` on its own port, served by this process from the same bounded HTTP machinery
-as the REST front end (serving.pipeline.http_frontend): at most METRICS_MAX_CONNECTIONS connections,
+as the REST front end (serving.pipeline.http_base): at most METRICS_MAX_CONNECTIONS connections,
 each request under `http.request_read_timeout_s`, every error in the JSON form.
 
 Why not Paddle Serving's endpoint: with `dag.enable_prometheus` its DAG starts Flask's
@@ -20,7 +20,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from serving.core.errors import InvalidInputError
-from serving.pipeline.http_frontend import (
+from serving.pipeline.http_base import (
     BoundedHttpServer,
     HttpSettings,
     JsonRequestHandler,

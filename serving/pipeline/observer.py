@@ -4,7 +4,8 @@ and its final answer are both visible: the servicer that both REST and gRPC requ
 The request id is the request's Paddle Serving `logid` when the client set one (both transports
 carry it: gRPC `Request.logid`, HTTP JSON `"logid"`), otherwise a random one written into the
 request before the pipeline sees it, so the ops' own log lines carry it as their log_id. Every
-answer, success or error, gets it back as the `request_id` key.
+answer, success or error, gets it back as the `request_id` key. A ping answered is left out of
+the latency metrics and the request log: probes every few seconds would drown the predictions.
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from serving.core.errors import outcome_of
+from serving.pipeline.attached import request_fields
 from serving.pipeline.metrics import ServiceMetrics
+from serving.pipeline.protocol import PING_KEY
 from serving.pipeline.request_log import RequestRecord, RequestSummary
 
 REQUEST_ID_KEY = "request_id"
@@ -60,7 +63,7 @@ class RequestObserver:
             request.logid = secrets.randbits(_ID_BITS) or 1
         self._metrics.in_flight.inc()
         return PendingRequest(request_id=str(request.logid), started=time.perf_counter(),
-                              summary=RequestSummary.of(list(request.key), list(request.value)))
+                              summary=RequestSummary.of(*request_fields(request)))
 
     def finish(self, pending: PendingRequest, response: Any) -> None:
         """Call with the pipeline_service_pb2.Response about to be sent; adds `request_id`."""
@@ -68,6 +71,8 @@ class RequestObserver:
         self._metrics.in_flight.dec()
         response.key.append(REQUEST_ID_KEY)
         response.value.append(pending.request_id)
+        if response.err_no == 0 and pending.summary.keys == (PING_KEY,):
+            return  # a readiness ping answered: not a prediction to time or log
         outcome = outcome_of(response.err_no)
         timing, top = (_result_of(dict(zip(response.key, response.value)))
                        if response.err_no == 0 else ({}, {}))

@@ -50,11 +50,14 @@ from serving.core.errors import (  # noqa: E402
     outcome_of,
 )
 from serving.pipeline.grpc_guard import MAX_NAME_BYTES, RefusedRequest, deserialize_request  # noqa: E402
-from serving.pipeline.http_frontend import HttpSettings, RestServer  # noqa: E402
+from serving.pipeline.health import Readiness  # noqa: E402
+from serving.pipeline.http_base import HttpSettings  # noqa: E402
+from serving.pipeline.http_frontend import RestServer  # noqa: E402
 from serving.pipeline.metrics import serving_registry  # noqa: E402
 from serving.pipeline.metrics_server import MetricsServer  # noqa: E402
 from serving.pipeline.observer import RequestObserver  # noqa: E402
 from serving.pipeline.protocol import max_request_bytes  # noqa: E402
+from serving.core.metadata import ModelMeta  # noqa: E402
 from serving.core.preprocess.decode_limits import DecodeLimits  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -133,6 +136,12 @@ class ObservedServicer(PipelineServicer):
         self._observer.finish(pending, response)
         return response
 
+    def probe(self, request: Any) -> Any:
+        """The pipeline's answer to the service's own request (serving.pipeline.health's
+        warm-up and pings): not observed, and not waiting for a slot, so that a probe measures
+        the pipeline rather than the queue in front of it."""
+        return self._dag_executor.call(request)
+
     def _run(self, request: Any) -> Any:
         """PipelineServicer.inference without its two log lines, which carry `request.name` in
         full: a client's text is never logged unbounded (the deserializer also refuses a name
@@ -195,12 +204,14 @@ def _start_metrics(server: PipelineServer, servicer: ObservedServicer, host: str
 def serve(server: PipelineServer, observer: RequestObserver, *, shutdown_grace_s: float,
           limits: DecodeLimits, rpc_host: str = "[::]",
           http_settings: HttpSettings = HttpSettings(), http_host: str = "0.0.0.0",
-          metrics_host: str = "0.0.0.0") -> None:
+          metrics_host: str = "0.0.0.0", meta: ModelMeta | None = None,
+          metadata: dict[str, Any] | None = None) -> None:
     """Serves `server` (after its `prepare_server`) until SIGTERM or SIGINT, then stops
     gracefully (see the module docstring) and returns. `limits` bound a REST body and a gRPC
     message (protocol.max_request_bytes); gRPC listens on
     `rpc_host`, REST on `http_host`, metrics on `metrics_host`; `http_settings` bound what REST
-    and metrics clients may hold."""
+    and metrics clients may hold; `meta` drives the readiness warm-up (serving.pipeline.health)
+    and `metadata` is what GET /<service>/metadata answers."""
     stop_requested = threading.Event()
     for signum in STOP_SIGNALS:
         signal.signal(signum, lambda *_: stop_requested.set())
@@ -214,9 +225,13 @@ def serve(server: PipelineServer, observer: RequestObserver, *, shutdown_grace_s
     grpc_server.start()
     rest = None
     if server._http_port > 0:
+        readiness = Readiness(servicer.probe, meta) if meta is not None else None
         rest = RestServer((http_host, server._http_port), servicer, service_name=server._name,
-                          limits=limits, settings=http_settings)
+                          limits=limits, settings=http_settings, metadata=metadata,
+                          readiness=readiness)
         rest.start()
+        if readiness is not None:
+            readiness.start()
     # A timed wait: the signal handler runs in this thread, between waits.
     while not stop_requested.wait(timeout=1.0):
         pass

@@ -2,14 +2,10 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "client"))
-from _load_run import LoadSummary, percentile, same_answer  # noqa: E402
-from _protocol import Answer  # noqa: E402
+from pptsm_client.load_run import LoadSummary, percentile, same_answer
+from pptsm_client.protocol import Answer
 
 
 def test_nearest_rank_percentiles() -> None:
@@ -50,5 +46,6 @@ def test_summary_passes_only_without_lost_or_wrong_answers() -> None:
                           wrong_answers=0)
     assert summary.passed and json.loads(summary.json())["passed"] is True
     assert "p99 30" in summary.text() and "err_no 52: 2" in summary.text()
+    assert summary.retries == 0 and "retries 0" in summary.text()
     lost = LoadSummary(**{**summary.__dict__, "transport_errors": 1})
     assert not lost.passed

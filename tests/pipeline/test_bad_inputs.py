@@ -207,7 +207,7 @@ CASES = [
     Case("topk abc", _video("good", topk="abc"), 51,
          "topk: must be an integer from 1 to 3, got 'abc'"),
     Case("unknown mode", _video("good", mode="fast"), 51,
-         "mode: must be one of uniform, dense, got 'fast'", over_grpc=True),
+         "mode: must be one of uniform, dense, timeline, got 'fast'", over_grpc=True),
     # Raw frames (PaddleVideo's protocol).
     Case("frames without frames_shape", _fixed(["frames"], ["AAAA"]), 51,
          "'frames' and 'frames_shape' must be sent together"),
@@ -468,7 +468,8 @@ def test_bodies_that_are_not_the_json_form_get_http_400(service, corpus, body, m
 @pytest.mark.parametrize("method, path, status, message", [
     ("GET", "/pptsm/prediction", 405, "GET is not supported; POST"),
     ("POST", "/other/prediction", 404, "no such endpoint '/other/prediction'"),
-    ("POST", "/", 404, "no such endpoint '/'"),
+    ("POST", "/pptsm", 404, "no such endpoint '/pptsm'"),
+    ("POST", "/", 405, "POST is not supported; GET /"),
 ])
 def test_wrong_method_or_path_is_refused_with_a_json_error(service, corpus, method, path, status,
                                                            message) -> None:

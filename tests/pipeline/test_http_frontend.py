@@ -17,12 +17,10 @@ from serving.pipeline import compat  # noqa: F401  (must precede the Paddle Serv
 from paddle_serving_server.pipeline.proto import pipeline_service_pb2  # noqa: E402
 
 from serving.core.errors import UNAVAILABLE_CODE, CodedError  # noqa: E402
-from serving.pipeline.http_frontend import (  # noqa: E402
+from serving.pipeline.http_base import MIN_EVICTABLE_AGE_S, HttpSettings, RequestRejected  # noqa: E402
+from serving.pipeline.http_frontend import RestServer  # noqa: E402
+from serving.pipeline.json_form import (  # noqa: E402
     JSON_ENVELOPE_ALLOWANCE_BYTES,
-    MIN_EVICTABLE_AGE_S,
-    HttpSettings,
-    RequestRejected,
-    RestServer,
     max_body_bytes,
     parse_request_body,
 )

@@ -20,7 +20,7 @@ import pytest
 import requests
 import yaml
 
-from serving.pipeline.http_frontend import HttpSettings
+from serving.pipeline.http_base import HttpSettings
 from serving.core.metadata import load_meta
 from serving.pipeline.service import ConfigError, ServiceConfig, load_service_config
 from tests.process_watch import peak_resident_bytes, reset_peak, resident_bytes
@@ -189,8 +189,7 @@ def test_options_gets_405_with_allow_and_a_json_body(service, clip) -> None:
                                b"Host: x\r\n\r\n", method="OPTIONS")
     answer = _json_error(response, body)
     assert (response.status, response.getheader("Allow"), answer["err_no"]) == (405, "POST", 51)
-    assert answer["err_msg"] == ("OPTIONS is not supported; POST the request as JSON to "
-                                 "/pptsm/prediction")
+    assert answer["err_msg"] == "OPTIONS is not supported; POST /pptsm/prediction"
     _assert_still_serving(service, clip)
 
 

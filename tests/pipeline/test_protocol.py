@@ -102,7 +102,7 @@ def test_serving_profile_key_is_tolerated() -> None:
     ({"video": _b64(b"v"), "topk": "-1"}, "topk: must be an integer"),
     ({"video": _b64(b"v"), "mode": "random"}, "mode: must be one of uniform, dense"),
     ({"video": _b64(b"v"), "clip": "x"}, "unknown key 'clip'; allowed keys: video, frames"),
-    ({"video": b"bytes"}, "video: value must be a string"),
+    ({"video": b"bytes", "topk": b"1"}, "topk: value must be a string"),
     ({"topk": "1"}, "the request has no 'video'"),
     ({}, "the request has no 'video'"),
     ({"video": _b64(b"v"), "frames": _b64(b"f"), "frames_shape": "(1, 1, 1, 3)"},

@@ -1,5 +1,5 @@
 """Re-measures the figures behind thresholds and switches in the code, whose comments keep only
-the reason (the README's "Measurements behind the code's choices" lists the figures):
+the reason (docs/speed.md, "Measurements behind the code's choices", lists the figures):
 
     python -m bench.code_choices [--model-dir DIR] [--repeats N]
 

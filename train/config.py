@@ -23,7 +23,7 @@ import inspect
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Optional
+from typing import Any, Callable, Iterable, Literal, Optional, Sequence
 
 import yaml
 
@@ -285,6 +285,10 @@ class TrainConfig:
     processes: int = at_least(1, 1)
     output_dir: str = "output/run"
     pretrained: Optional[str] = None  # ImageNet weights of the backbone (models/pretrained.py)
+    # A trained checkpoint (any layout, other classes) to start from: tensors matching by name
+    # and shape are loaded, the classifier is re-initialised (models/checkpoint.py).
+    finetune_from: Optional[str] = None
+    freeze_backbone_epochs: int = at_least(0, 0)  # only the classifier learns in these epochs
     zero_init_classifier: bool = False
     label_smoothing: float = at_least(0, 0.0)
     mixup_alpha: float = at_least(0, 0.0)
@@ -292,6 +296,20 @@ class TrainConfig:
     freeze_bn: Literal[FREEZE_BN_MODES] = "none"
     precise_bn: Optional[PreciseBNConfig] = None  # None: never recomputed
     amp: AmpSettings = AmpSettings()
+
+    def __post_init__(self) -> None:
+        if self.finetune_from and self.pretrained:
+            raise ValueError(f"pretrained: {self.pretrained} and finetune_from: "
+                             f"{self.finetune_from} both start the backbone; set "
+                             "train.pretrained=null to fine-tune")
+        if self.freeze_backbone_epochs >= self.epochs:
+            raise ValueError(f"freeze_backbone_epochs ({self.freeze_backbone_epochs}) must be "
+                             f"fewer than epochs ({self.epochs}), or the backbone never trains")
+        if self.finetune_from and Path(self.finetune_from).parent.resolve() == \
+                Path(self.output_dir).resolve():
+            raise ValueError(f"output_dir: {self.output_dir} holds the checkpoint to fine-tune "
+                             f"from ({self.finetune_from}), which training would overwrite; "
+                             "write to another folder (make train OUTPUT=...)")
 
 
 # --- the recipe --------------------------------------------------------------------------------------
@@ -319,6 +337,18 @@ class Recipe:
         if model_seg is not None and model_seg != self.preprocess.num_seg:
             raise ValueError(f"preprocess.num_seg ({self.preprocess.num_seg}) must equal "
                              f"model.num_seg ({model_seg})")
+
+
+def class_count(recipe: Recipe, labels: Sequence[str], label_file: str | Path) -> int:
+    """The number of classes, which is always that of the label list (`labels`, read from
+    `label_file`): a recipe's `model.num_classes` that disagrees is a ConfigError naming both,
+    so a model never trains or exports with outputs its labels do not name."""
+    written = recipe.model.options.get("num_classes")
+    if written is not None and written != len(labels):
+        raise ConfigError(f"model.num_classes ({written}) disagrees with the {len(labels)} "
+                          f"classes of {label_file}; remove model.num_classes (the label list "
+                          "sets it) or use the label list it was meant for")
+    return len(labels)
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:

@@ -165,7 +165,7 @@ def export_from_config(config_path: str, checkpoint: str, name: str, out_root: s
                        overrides: tuple[str, ...] = (), fmt: str = "auto",
                        version: Optional[str] = None) -> ModelMeta:
     """The `make export` path: recipe + checkpoint -> model_repo/<name>/."""
-    from train.config import load_config
+    from train.config import class_count, load_config
     from serving.core.list_file import read_label_list
     from train.models.checkpoint import load_pdparams, load_state_dict_by_name
     from train.recipe import build_model_from_config
@@ -175,7 +175,8 @@ def export_from_config(config_path: str, checkpoint: str, name: str, out_root: s
     if not ckpt.is_file():
         raise ExportError(f"{ckpt}: no such checkpoint (train first with `make train`)")
     labels = read_label_list(label_list_path(cfg))
-    model = build_model_from_config(cfg, num_classes=len(labels))
+    model = build_model_from_config(cfg, num_classes=class_count(cfg, labels,
+                                                                 label_list_path(cfg)))
     load_state_dict_by_name(model, load_pdparams(ckpt), strict=True)
     evaluation = {}
     best = ckpt.with_suffix(".json")

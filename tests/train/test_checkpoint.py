@@ -8,10 +8,15 @@ import numpy as np
 import paddle
 import pytest
 
+from train.engine.freeze_bn import freeze_batch_norms
+from train.engine.layer_modes import batch_norms, keep_in_eval_mode
+from train.engine.trainer import _BackboneFreeze
 from train.models import build_model
 from train.models.checkpoint import (
     PARAM_NAME_TABLE_KEY,
     CheckpointError,
+    classifier_keys,
+    load_for_finetuning,
     load_pdparams,
     load_state_dict_by_name,
 )
@@ -225,3 +230,103 @@ def test_fused_model_recomputes_its_conv_from_loaded_branches() -> None:
     with paddle.no_grad():
         np.testing.assert_allclose(fused_then_loaded(clip).numpy(),
                                    loaded_then_fused(clip).numpy(), rtol=1e-6, atol=1e-6)
+
+
+# --- fine-tuning to other classes -----------------------------------------------------------------
+
+def _other_classes(seed: int, num_classes: int, **options) -> paddle.nn.Layer:
+    paddle.seed(seed)
+    return build_model("pptsm_v2_lcnet", **{**SMALL, "num_classes": num_classes, **options})
+
+
+@pytest.mark.parametrize("num_classes", [3, 4])
+def test_fine_tuning_loads_all_but_the_classifier(tmp_path: Path, num_classes: int) -> None:
+    """From a 4-class checkpoint to 3 classes (the classifier's shape differs) or to 4 other
+    classes (it fits, and is re-initialised all the same)."""
+    source = small_model(0)
+    state = randomised_state(source, 1)
+    path = tmp_path / "trained.pdparams"
+    paddle.save({key: paddle.to_tensor(value) for key, value in state.items()}, str(path))
+    model = _other_classes(2, num_classes)
+    before = model_arrays(model)
+    report = load_for_finetuning(model, path)
+    head = ["backbone.fc.weight", "backbone.fc.bias"]
+    assert report.layout == "plain" and report.reinitialised == head
+    assert sorted(report.loaded) == sorted(set(state) - set(head))
+    assert set(report.skipped) == set(head)
+    assert report.skipped["backbone.fc.weight"] == \
+        "classifier (re-initialised for the new classes)"
+    after = model_arrays(model)
+    for key in head:
+        np.testing.assert_array_equal(after[key], before[key])
+    assert_loaded(model, {key: value for key, value in state.items() if key not in head})
+    assert (f"loaded {len(state) - 2} tensors, re-initialised 2 (backbone.fc.weight, "
+            "backbone.fc.bias)") in report.describe()
+
+
+def test_fine_tuning_reads_dml_files_and_reports_what_it_skips(tmp_path: Path) -> None:
+    source = small_model(0)
+    state = randomised_state(source, 1)
+    full = {**{f"Student.{'0' if k.startswith('backbone.') else '1'}."
+               f"{k.split('.', 1)[1]}": v for k, v in state.items()},
+            "Teacher.conv.weight": np.zeros((2, 2), "float32")}
+    model = _other_classes(2, 6, use_temporal_att=True)
+    report = load_for_finetuning(model, write_pickle(tmp_path / "dml.pdparams", full))
+    assert report.layout == "dml_full"
+    assert report.skipped["Teacher.conv.weight"] == "another model's tensor (DML teacher)"
+    attention = [key for key in report.reinitialised if "global_attention" in key]
+    assert attention and set(report.reinitialised) == {*attention, "backbone.fc.weight",
+                                                       "backbone.fc.bias"}
+    assert "skipped Teacher.conv.weight: another model's tensor (DML teacher)" in \
+        report.describe()
+
+
+def test_fine_tuning_refuses_a_checkpoint_of_another_network(tmp_path: Path) -> None:
+    paddle.seed(0)
+    wide = build_model("pptsm_v2_lcnet", **{**SMALL, "width_mult": 0.5})
+    path = tmp_path / "wide.pdparams"
+    paddle.save(wide.state_dict(), str(path))
+    model = _other_classes(1, 3)
+    before = model_arrays(model)
+    with pytest.raises(CheckpointError, match="none of its tensors fits the model"):
+        load_for_finetuning(model, path)
+    for key, value in model_arrays(model).items():
+        np.testing.assert_array_equal(value, before[key])
+
+
+@pytest.mark.parametrize("name,head", [("pptsm_resnet50", "head.fc"),
+                                       ("pptsm_mobilenet_v2", "backbone.out"),
+                                       ("pptsm_mobilenet_v3_large", "backbone.fc"),
+                                       ("pptsm_v2_lcnet", "backbone.fc")])
+def test_every_family_names_its_classifier(name: str, head: str) -> None:
+    model = build_model(name, num_classes=5, num_seg=8)
+    assert classifier_keys(model) == [f"{head}.weight", f"{head}.bias"]
+
+
+def trainable(model: paddle.nn.Layer) -> set[str]:
+    return {key for key, param in model.named_parameters() if not param.stop_gradient}
+
+
+def test_a_frozen_backbone_leaves_every_tensor_but_the_classifier_alone() -> None:
+    """train.freeze_backbone_epochs: an optimiser step changes only the classifier; thawed,
+    the BN layers frozen by train.freeze_bn stay frozen."""
+    model = _other_classes(0, 3)
+    bn_frozen = freeze_batch_norms(model, "partial")
+    optimizer = paddle.optimizer.AdamW(learning_rate=0.1, parameters=[
+        p for p in model.parameters() if not p.stop_gradient])
+    trained_before = trainable(model)
+    freeze = _BackboneFreeze(model, bn_frozen)
+    assert freeze.set_frozen(True) == batch_norms(model)
+    assert trainable(model) == {"backbone.fc.weight", "backbone.fc.bias"}
+    before = model_arrays(model)
+    model.train()
+    keep_in_eval_mode(batch_norms(model))
+    clips = paddle.to_tensor(np.random.RandomState(0).standard_normal(
+        (2, 8, 3, 32, 32)).astype("float32"))
+    model(clips).sum().backward()
+    optimizer.step()
+    changed = {key for key, value in model_arrays(model).items()
+               if not np.array_equal(value, before[key])}
+    assert changed == {"backbone.fc.weight", "backbone.fc.bias"}
+    assert freeze.set_frozen(False) == bn_frozen
+    assert trainable(model) == trained_before

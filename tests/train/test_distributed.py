@@ -106,7 +106,6 @@ def test_nproc_must_be_a_positive_integer(quick_dataset: Path, tmp_path: Path, c
 
 def test_killing_the_command_stops_its_spawned_workers(quick_dataset: Path, tmp_path: Path) -> None:
     """SIGKILL of `train.train --nproc 2` (nothing of it can clean up) still ends both workers."""
-    import os
     import signal
     import time
 

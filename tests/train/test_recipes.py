@@ -252,3 +252,67 @@ def test_the_trainer_refuses_an_unknown_override_before_any_work(tmp_path: Path,
     code = train_cli.main(["-c", str(DEMO), "-o", f"train.output_dir={out}", "-o", "train.epoch=3"])
     assert code == 2 and not out.exists()
     assert "train.epoch: unknown key; did you mean train.epochs?" in capsys.readouterr().err
+
+
+# --- your own classes: counts from the label list, fine-tuning recipes ------------------------------
+
+FINETUNE = {"finetune/pptsmv2_lcnet_16f_finetune.yaml": ("pptsmv2_lcnet_16f_lta_dml_student",
+                                                         "backbone.fc"),
+            "finetune/pptsm_r50_8f_finetune.yaml": ("pptsm_r50_uniform_8f", "head.fc")}
+
+
+def test_a_recipe_class_count_that_disagrees_with_the_labels_is_refused() -> None:
+    from train.config import class_count
+
+    labels = ["a", "b", "c"]
+    assert class_count(load_config(DEMO), labels, "data/mine/label_list.txt") == 3
+    assert class_count(load_config(DEMO, ["model.num_classes=3"]), labels, "x") == 3
+    with pytest.raises(ConfigError, match=re.escape(
+            "model.num_classes (8) disagrees with the 3 classes of data/mine/label_list.txt")):
+        class_count(load_config(DEMO, ["model.num_classes=8"]), labels,
+                    "data/mine/label_list.txt")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["train.finetune_from=output/pptsmv2_demo/best.pdparams"],
+     "train.output_dir: output/pptsmv2_demo holds the checkpoint to fine-tune from"),
+    (["train.finetune_from=a.pdparams", "train.pretrained=b.pdparams"],
+     "train.pretrained: b.pdparams and finetune_from: a.pdparams both start the backbone"),
+    (["train.freeze_backbone_epochs=20"],
+     "train.freeze_backbone_epochs (20) must be fewer than epochs (20)"),
+])
+def test_fine_tuning_settings_are_checked_at_load(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(DEMO, overrides)
+
+
+@pytest.mark.parametrize("recipe", sorted(FINETUNE))
+def test_fine_tuning_recipes_start_from_the_official_checkpoint(
+        recipe: str, tmp_path: Path, det_weights: ModuleType, load_manifest: Callable) -> None:
+    """Each fine-tuning recipe's network, built for 5 classes of a `make dataset` folder, takes
+    every tensor of the released checkpoint it names (PaddleVideo's layout) but the
+    classifier."""
+    from train.models.checkpoint import load_for_finetuning
+
+    model_id, head = FINETUNE[recipe]
+    cfg = load_config(CONFIG_ROOT / recipe)
+    assert (cfg.data.format, cfg.data.label_list, cfg.export.labels) == ("video",
+                                                                         "label_list.txt", None)
+    assert cfg.train.pretrained is None and cfg.train.freeze_backbone_epochs > 0
+    model = build_model_from_config(cfg, num_classes=5)
+    ckpt = write_paddlevideo_pdparams(tmp_path / "official.pdparams",
+                                      det_weights.det_state_dict(load_manifest(model_id)))
+    report = load_for_finetuning(model, ckpt)
+    assert report.reinitialised == [f"{head}.weight", f"{head}.bias"]
+    assert set(report.skipped) == {f"{head}.weight", f"{head}.bias"}
+
+
+def test_the_trainer_names_a_missing_dataset_in_one_line(tmp_path: Path, capsys) -> None:
+    """`make train DATA=data/mine` before `make dataset`: an error line, not a traceback."""
+    from train import train as train_cli
+
+    code = train_cli.main(["-c", str(DEMO), "-o", f"data.root={tmp_path / 'mine'}",
+                           "-o", f"train.output_dir={tmp_path / 'run'}", "--nproc", "1"])
+    assert code == 2
+    assert f"error: data: {tmp_path / 'mine' / 'label_list.txt'}: no such label list" in \
+        capsys.readouterr().err

@@ -35,9 +35,13 @@ class DistContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def wrap(self, network: nn.Layer) -> nn.Layer:
-        """The network to call in training steps (gradient averaging when distributed)."""
-        return paddle.DataParallel(network) if self.world_size > 1 else network
+    def wrap(self, network: nn.Layer, find_unused_parameters: bool = False) -> nn.Layer:
+        """The network to call in training steps (gradient averaging when distributed);
+        `find_unused_parameters` when some parameters get no gradient in some steps (a frozen
+        backbone), which the gradient averaging must then not wait for."""
+        if self.world_size == 1:
+            return network
+        return paddle.DataParallel(network, find_unused_parameters=find_unused_parameters)
 
     def train_sampler(self, dataset: Dataset, batch_size: int) -> DistributedBatchSampler:
         """Shuffled batches of this rank's share; `set_epoch(e)` makes the order a function of

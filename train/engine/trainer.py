@@ -22,7 +22,8 @@ import paddle
 from paddle.io import DistributedBatchSampler
 from tqdm import tqdm
 
-from train.config import ConfigError, Recipe, TrainConfig
+from serving.core.list_file import ListFileError
+from train.config import ConfigError, Recipe, TrainConfig, class_count
 from train.data.datasets import build_dataset, label_names
 from train.data.loader import Loader, build_loader
 from train.data.video_dataset import ClipDataset
@@ -37,12 +38,13 @@ from train.engine.checkpoints import (
 from train.engine.distributed import DistContext, setup_distributed
 from train.engine.evaluate import EvalResult, predict_logits, scores_from_logits
 from train.engine.freeze_bn import freeze_batch_norms
-from train.engine.layer_modes import keep_in_eval_mode
+from train.engine.layer_modes import batch_norms, keep_in_eval_mode
 from train.engine.mixup import mixup_batch
 from train.engine.objective import Objective, build_objective
 from train.engine.optim import apply_lr_multipliers, build_lr_schedule, build_optimizer
 from train.engine.plots import plot_training_curves
 from train.engine.precise_bn import precise_bn_schedule, recompute_bn_statistics
+from train.models.checkpoint import CheckpointError, classifier_keys, load_for_finetuning
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +123,24 @@ def train(cfg: Recipe, resume: bool = False, progress: bool = True) -> TrainResu
     np.random.seed(seed)
     ctx = setup_distributed()
     progress = progress and ctx.is_main
-    labels = label_names(cfg)
     num_seg = cfg.preprocess.num_seg
     batch_size = train_cfg.batch_size
-    train_set, sampler, train_loader, val_loader = _loaders(cfg, ctx, batch_size)
+    try:  # a missing or malformed list is the user's to fix: one line, not a traceback
+        labels = label_names(cfg)
+        train_set, sampler, train_loader, val_loader = _loaders(cfg, ctx, batch_size)
+    except ListFileError as exc:
+        raise ConfigError(f"data: {exc}") from None
     accumulate = _accumulate_steps(train_cfg, len(train_loader))
 
-    objective = build_objective(cfg, num_classes=len(labels))
+    objective = build_objective(cfg, num_classes=class_count(
+        cfg, labels, Path(cfg.data.root) / cfg.data.label_list))
+    if train_cfg.finetune_from:  # a resumed run then replaces these weights with its own
+        try:
+            report = load_for_finetuning(objective.student, train_cfg.finetune_from)
+        except CheckpointError as exc:
+            raise ConfigError(f"train.finetune_from: {exc}") from None
+        if ctx.is_main:
+            tqdm.write(report.describe())
     # Before the optimiser is built: frozen BN parameters are not among those it updates.
     frozen_bn = freeze_batch_norms(objective.student, train_cfg.freeze_bn)
     epochs = train_cfg.epochs
@@ -142,8 +155,13 @@ def train(cfg: Recipe, resume: bool = False, progress: bool = True) -> TrainResu
         log.info("resuming from %s at epoch %d", out_dir, state.epoch)
         amp.set_state_dict(load_scaler_state(out_dir))
     amp.decorate(objective.network, optimizer)
-    steps = _Steps(ctx.wrap(objective.network), objective, optimizer, schedule, amp, accumulate,
-                   frozen_bn, train_cfg.mixup_alpha, seed)
+    freeze_epochs = train_cfg.freeze_backbone_epochs
+    # Wrapped while every parameter still trains, so gradient averaging covers the backbone
+    # once it is unfrozen; until then its parameters are unused in the backward pass.
+    steps = _Steps(ctx.wrap(objective.network, find_unused_parameters=freeze_epochs > 0),
+                   objective, optimizer, schedule, amp, accumulate, frozen_bn,
+                   train_cfg.mixup_alpha, seed)
+    backbone = _BackboneFreeze(objective.student, frozen_bn)
 
     start = time.perf_counter()
     with _scalar_writer(out_dir / "vdl", ctx.is_main) as writer:
@@ -151,12 +169,14 @@ def train(cfg: Recipe, resume: bool = False, progress: bool = True) -> TrainResu
             train_set.set_epoch(epoch)
             sampler.set_epoch(epoch)
             paddle.seed(seed + epoch)  # dropout: the same draws after a resume
+            steps.frozen_bn = backbone.set_frozen(epoch < freeze_epochs)
             loss = _train_one_epoch(steps, train_loader, writer, state,
                                     f"epoch {epoch + 1}/{epochs}", progress)
             with amp.inference():
                 bn_batches = recompute_bn_statistics(
                     objective.student, train_loader,
-                    precise_bn.num_batches if precise_bn.due(epoch, epochs) else 0, skip=frozen_bn)
+                    precise_bn.num_batches if precise_bn.due(epoch, epochs) else 0,
+                    skip=steps.frozen_bn)
                 ctx.average_bn_statistics(objective.student)
                 result = _validate(objective.student, val_loader, ctx, len(labels), num_seg,
                                    progress)
@@ -178,6 +198,26 @@ def train(cfg: Recipe, resume: bool = False, progress: bool = True) -> TrainResu
         plot_training_curves(state.history, out_dir / "training_curves.png")
     return TrainResult(state.best_top1, state.best_epoch, state.epoch,
                        time.perf_counter() - start, out_dir)
+
+
+class _BackboneFreeze:
+    """`train.freeze_backbone_epochs`: while frozen, only the classifier learns (a linear probe
+    of the fine-tuned features, so the new head's first, large gradients do not disturb them):
+    every other parameter gets no gradient (the optimiser skips it) and every BN layer keeps its
+    statistics. Parameters already frozen by `freeze_bn` stay frozen when the backbone thaws."""
+
+    def __init__(self, model: paddle.nn.Layer, frozen_bn: list[paddle.nn.Layer]) -> None:
+        head = set(classifier_keys(model))
+        self.parameters = [param for key, param in model.named_parameters()
+                           if key not in head and not param.stop_gradient]
+        self.always_frozen_bn = frozen_bn
+        self.all_bn = batch_norms(model)
+
+    def set_frozen(self, frozen: bool) -> list[paddle.nn.Layer]:
+        """Freezes or thaws the backbone; returns the BN layers to hold in eval mode."""
+        for param in self.parameters:
+            param.stop_gradient = frozen
+        return self.all_bn if frozen else self.always_frozen_bn
 
 
 def _validate(model: paddle.nn.Layer, loader: Loader, ctx: DistContext, num_classes: int,

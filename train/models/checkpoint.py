@@ -13,7 +13,8 @@ Re-parameterisable layers (PP-TSMv2's multi-branch depthwise convs) get special 
 fused conv (`dw_conv.*`) is never used by training, so a checkpoint either stores initial values
 there or (if written by other tools) leaves it out. We therefore never count it as missing, load it
 if present only to keep the state_dict complete, and recompute it from the branches for any layer
-that is already fused. A model must be fused (`fuse_reparam_`) after loading before its `dw_conv`
+that is already fused. Fine-tuning to other classes (`load_for_finetuning`) loads by name and
+shape instead, leaving the classifier at its initial values. A model must be fused (`fuse_reparam_`) after loading before its `dw_conv`
 means anything, which is what evaluation and export do anyway.
 """
 from __future__ import annotations
@@ -145,21 +146,8 @@ def load_state_dict_by_name(model: nn.Layer, state: Union[StateLike, str, Path],
     `CheckpointError` listing them, otherwise they are only reported. Placeholder tensors of
     unfused re-parameterisable layers are never required.
     """
-    if isinstance(state, (str, Path)):
-        state = load_pdparams(state)
-    source_keys = [key for key in state if key != PARAM_NAME_TABLE_KEY]
-    layout = "custom" if key_map is not None else detect_layout(source_keys)
-    prefixes = key_map if key_map is not None else LAYOUT_PREFIXES[layout]
-    report = LoadReport(layout=layout)
-
-    renamed: dict[str, np.ndarray] = {}
-    for key in source_keys:
-        target = _rename(key, prefixes)
-        if target is None and layout in _LAYOUTS_WITH_FOREIGN_KEYS:
-            report.ignored.append(key)
-        else:
-            renamed[target or key] = _as_array(state[key])
-
+    layout, renamed, ignored = _model_side_state(state, key_map)
+    report = LoadReport(layout=layout, ignored=ignored)
     targets = model.state_dict()
     placeholders = unfused_parameter_names(model)
     report.unexpected = [key for key in renamed if key not in targets]
@@ -178,6 +166,100 @@ def load_state_dict_by_name(model: nn.Layer, state: Union[StateLike, str, Path],
         tensor = targets[key]
         tensor.set_value(renamed[key].astype(_numpy_dtype(tensor), copy=False))
         report.loaded.append(key)
+    refresh_fused_layers_(model)
+    return report
+
+
+def _model_side_state(state: Union[StateLike, str, Path],
+                      key_map: Optional[Mapping[str, str]] = None
+                      ) -> tuple[str, dict[str, np.ndarray], list[str]]:
+    """(layout, {model-side key: array}, keys of another model that were ignored) of a
+    checkpoint (dict or `.pdparams` path); `key_map` replaces the layout detection."""
+    if isinstance(state, (str, Path)):
+        state = load_pdparams(state)
+    source_keys = [key for key in state if key != PARAM_NAME_TABLE_KEY]
+    layout = "custom" if key_map is not None else detect_layout(source_keys)
+    prefixes = key_map if key_map is not None else LAYOUT_PREFIXES[layout]
+    renamed: dict[str, np.ndarray] = {}
+    ignored: list[str] = []
+    for key in source_keys:
+        target = _rename(key, prefixes)
+        if target is None and layout in _LAYOUTS_WITH_FOREIGN_KEYS:
+            ignored.append(key)
+        else:
+            renamed[target or key] = _as_array(state[key])
+    return layout, renamed, ignored
+
+
+# The classifier of each family (the layer official checkpoints call `fc`, MobileNetV2's `out`):
+# what fine-tuning to other classes re-initialises whatever its shape.
+CLASSIFIER_LAYERS = ("backbone.fc", "head.fc", "backbone.out")
+
+
+def classifier_keys(model: nn.Layer) -> list[str]:
+    """State-dict keys of the model's classifier (weight and bias)."""
+    return [key for key in model.state_dict()
+            if key.rsplit(".", 1)[0] in CLASSIFIER_LAYERS]
+
+
+@dataclass
+class FinetuneReport:
+    """What `load_for_finetuning` did: model keys loaded and re-initialised, checkpoint keys
+    (model-side names) skipped with the reason."""
+
+    source: str
+    layout: str
+    loaded: list[str] = field(default_factory=list)
+    reinitialised: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """A few lines for the training log."""
+        def listing(keys: list[str], limit: int = 8) -> str:
+            more = f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
+            return ", ".join(keys[:limit]) + more
+
+        lines = [f"fine-tuning from {self.source} (layout {self.layout}): loaded "
+                 f"{len(self.loaded)} tensors, re-initialised {len(self.reinitialised)}"
+                 f" ({listing(self.reinitialised)}), skipped {len(self.skipped)} of the "
+                 "checkpoint's"]
+        lines += [f"  skipped {key}: {why}" for key, why in list(self.skipped.items())[:8]]
+        if len(self.skipped) > 8:
+            lines.append(f"  ... and {len(self.skipped) - 8} more skipped")
+        return "\n".join(lines)
+
+
+def load_for_finetuning(model: nn.Layer, checkpoint: Union[str, Path]) -> FinetuneReport:
+    """Starts `model` from a checkpoint trained on other classes (any layout
+    `load_state_dict_by_name` reads): every tensor whose name and shape match is loaded, the
+    classifier is left at its initial values whatever its shape (its classes mean something
+    else), and what was skipped is reported. CheckpointError when no tensor fits (another
+    network or width than the recipe's)."""
+    layout, renamed, ignored = _model_side_state(checkpoint)
+    report = FinetuneReport(source=str(checkpoint), layout=layout)
+    report.skipped.update({key: "another model's tensor (DML teacher)" for key in ignored})
+    targets = model.state_dict()
+    classifier = set(classifier_keys(model))
+    placeholders = unfused_parameter_names(model)
+    for key, array in renamed.items():
+        if key not in targets:
+            report.skipped[key] = "no such tensor in the model"
+        elif key in classifier:
+            report.skipped[key] = "classifier (re-initialised for the new classes)"
+        elif list(array.shape) != list(targets[key].shape):
+            report.skipped[key] = (f"checkpoint shape {list(array.shape)} != model shape "
+                                   f"{list(targets[key].shape)}")
+    to_load = [key for key in targets if key in renamed and key not in report.skipped]
+    if not [key for key in to_load if key not in placeholders]:
+        raise CheckpointError(f"{checkpoint}: none of its tensors fits the model by name and "
+                              "shape; was it trained with another network or width than the "
+                              "recipe's?")
+    for key in to_load:
+        tensor = targets[key]
+        tensor.set_value(renamed[key].astype(_numpy_dtype(tensor), copy=False))
+    report.loaded = to_load
+    report.reinitialised = [key for key in targets if key not in placeholders
+                            and (key not in renamed or key in report.skipped)]
     refresh_fused_layers_(model)
     return report
 

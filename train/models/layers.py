@@ -134,7 +134,7 @@ class TemporalShift(nn.Layer):
         what evaluation and export use. On CPU, Paddle Inference's `temporal_shift` kernel is a
         per-element loop that cannot stay in oneDNN's blocked layout, a large share of PP-TSM
         R50's inference (more so in int8), while these copies stay in it and cost far less
-        (figures: README, "Speed: where the time goes"); outputs are bit-identical."""
+        (figures: docs/speed.md); outputs are bit-identical."""
         _, channels, height, width = x.shape
         backward = int(channels * self.shift_ratio)  # channels that take the previous frame
         forward = int(channels * 2 * self.shift_ratio)  # up to here: the next frame

@@ -151,7 +151,7 @@ class TemporalAttention(nn.Layer):
     The mean is taken as a global average pool, then the mean over channels: equal to the
     mean over C*H*W up to float rounding (logits within 1e-6), and the pool runs in oneDNN.
     Paddle Inference's CPU reduce_mean over [N*T, C, H, W] is slow; the pool and the small mean
-    cost a small fraction of it (figures: README, "Speed: where the time goes").
+    cost a small fraction of it (figures: docs/speed.md).
     """
 
     def __init__(self, num_seg: int) -> None:
@@ -222,7 +222,7 @@ def _stage_specs(stage_blocks: Optional[Sequence[int]]) -> tuple[StageSpec, ...]
 
     Why a demo wants this: from scratch, the 14 non-residual blocks of PP-LCNetV2 leave the loss
     flat for thousands of clips, while one block per stage learns the synthetic motions within the
-    CPU budget (README, "The demo recipe"). The kept blocks keep their official names (`stages.s.0`
+    CPU budget (docs/demo-recipe.md). The kept blocks keep their official names (`stages.s.0`
     ...), so such a net's parameters are a subset of an official checkpoint's.
     """
     if stage_blocks is None:

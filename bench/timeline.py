@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import subprocess
 import sys
@@ -33,6 +34,7 @@ import numpy as np
 from bench.report import Table, plt
 from bench.clips import FPS, SIZES, bench_clip
 from bench.model_zoo import FAMILIES, exported_family
+from serving.core.engines import openvino as openvino_engine
 from serving.core.predictor import PredictorSettings
 from serving.core.spread import Spread
 from serving.core.timeline import TimelineOptions, TimelineResult, count_windows
@@ -139,15 +141,18 @@ def speed_runs(args: argparse.Namespace, quick: bool) -> list[TimelineRun]:
     model_dir = exported_family(family, args.out / "models")
     video = clip.read()
     rows = []
-    for precision in ("fp32", *(p for p in args.precisions if p == "bf16")):
-        predictor = OfflinePredictor(model_dir, PredictorSettings(cpu_threads=args.threads,
-                                                                  precision=precision))
+    engines = ["paddle"] + ([] if openvino_engine.unavailable_reason() else ["openvino"])
+    precisions = ("fp32", *(p for p in args.precisions if p == "bf16"))
+    for engine, precision in itertools.product(engines, precisions):
+        predictor = OfflinePredictor(model_dir, PredictorSettings(
+            cpu_threads=args.threads, engine=engine, precision=precision))
         _warm_up(predictor, count_windows(clip.frames, FPS, TimelineOptions()))
         wall, result = _timed(predictor, video, runs=1 if quick else 3)
         rows.append(TimelineRun(f"speed, {clip.label}", f"{family.model} {family.frames}f "
-                                "random", precision, result.stats.duration_s, wall,
+                                "random", f"{engine}/{precision}", result.stats.duration_s, wall,
                                 result.stats.windows, result.stats.frames_decoded))
-        print(f"  timeline {precision}: {wall.median:.1f} s", file=sys.stderr, flush=True)
+        print(f"  timeline {engine}/{precision}: {wall.median:.1f} s", file=sys.stderr,
+              flush=True)
     return rows
 
 

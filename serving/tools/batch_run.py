@@ -121,6 +121,9 @@ def _start_worker(recipe: PredictorRecipe, task: Task) -> None:
     except Exception as exc:  # noqa: BLE001 - reported to the parent by _work
         _worker_start_error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, PPTSMError) \
             else str(exc)
+    # Paddle's import installs a handler that prints a C++ "FatalError" report for SIGTERM, which
+    # is how the pool stops its workers after an interruption: a worker ends quietly instead.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _work(video: CorpusVideo) -> Row:
@@ -143,3 +146,5 @@ def run_batch(recipe: PredictorRecipe, task: Task, videos: Sequence[CorpusVideo]
     with context.Pool(min(workers, max(1, len(videos))), initializer=_start_worker,
                       initargs=(recipe, task)) as pool:
         yield from pool.imap(_work, videos)
+        pool.close()  # every row is in: let the workers exit on their own
+        pool.join()

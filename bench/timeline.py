@@ -102,6 +102,17 @@ class TimelineScore:
         """The issue's bar: >= 90% of the windows right and every boundary found."""
         return self.right >= PROOF_WINDOWS_RIGHT * self.windows and self.found == self.boundaries
 
+    @classmethod
+    def total(cls, scores: Sequence["TimelineScore"]) -> "TimelineScore":
+        """The score of several videos together."""
+        return cls(*(sum(getattr(score, item.name) for score in scores)
+                     for item in dataclasses.fields(cls)))
+
+
+def true_timeline(video: Path) -> list[dict]:
+    """The ground-truth segments the generator wrote beside a long video."""
+    return json.loads(video.with_suffix("").with_suffix(".timeline.json").read_text())
+
 
 def scored(result: TimelineResult, truth: Sequence[dict]) -> TimelineScore:
     """`result` scored against the ground-truth segments `truth` (the generator's
@@ -186,7 +197,7 @@ def accuracy_runs(args: argparse.Namespace, quick: bool) -> list[TimelineRun]:
 
 
 def _accuracy_run(predictor: OfflinePredictor, video: Path) -> TimelineRun:
-    truth = json.loads(video.with_suffix("").with_suffix(".timeline.json").read_text())
+    truth = true_timeline(video)
     wall, result = _timed(predictor, video.read_bytes(), runs=1)
     score = scored(result, truth)
     return TimelineRun(f"accuracy, {video.name}", f"{predictor.meta.name} trained", "fp32",
@@ -263,8 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scores.append(run.score)
         print(f"{video.name}: {run.score.windows_right} windows right, "
               f"{run.score.boundaries_found} boundaries within a stride", flush=True)
-    total = TimelineScore(*(sum(getattr(score, item.name) for score in scores)
-                            for item in dataclasses.fields(TimelineScore)))
+    total = TimelineScore.total(scores)
     print(f"all {len(scores)} videos: {total.windows_right} windows right, "
           f"{total.boundaries_found} boundaries within a stride; proof "
           f"{'holds' if total.proof_holds else 'does NOT hold'} (>= "

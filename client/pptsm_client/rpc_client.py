@@ -24,7 +24,8 @@ from types import ModuleType
 from .cli import EXIT_USAGE, add_common_arguments, run
 from .protocol import TRANSPORT_ERROR, Answer, Request, Send, as_fields
 
-# The service accepts messages up to 256 MiB (an upload travels as base64).
+# Room for any upload a service may accept, as base64: the service sets and enforces its own
+# bound (request_limits.max_bytes), so the client's must not be the smaller one.
 MESSAGE_LIMIT_OPTIONS = [("grpc.max_send_message_length", 256 * 1024 * 1024),
                          ("grpc.max_receive_message_length", 256 * 1024 * 1024)]
 

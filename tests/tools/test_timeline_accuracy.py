@@ -6,14 +6,20 @@ and segment merging (serving.core.timeline); then, where `make demo` has trained
 (CI runs it before the tests), that model's timelines of long synthetic videos."""
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from bench.timeline import DEMO_MODEL, LONG_VIDEOS, TimelineScore, long_videos, majority_label, scored
+from bench.timeline import (
+    DEMO_MODEL,
+    LONG_VIDEOS,
+    TimelineScore,
+    long_videos,
+    majority_label,
+    scored,
+    true_timeline,
+)
 from serving.core.metadata import load_meta
 from serving.tools.offline import OfflinePredictor
 from train.data.synthetic_classes import KNOWN_CLASS_NAMES
@@ -99,12 +105,9 @@ def test_the_demo_models_timelines_oflong_videos(tmp_path_factory) -> None:
     """The held-out long videos `make timeline-accuracy` scores (generator seed 0, 6 segments of
     10-30 s each): most windows right and every true boundary found within a stride."""
     predictor = OfflinePredictor(DEMO_MODEL)
-    total = TimelineScore(0, 0, 0, 0)
-    for video in long_videos(tmp_path_factory.mktemp("long_videos"), LONG_VIDEOS):
-        truth = json.loads(video.with_suffix("").with_suffix(".timeline.json").read_text())
-        score = scored(predictor.timeline(video), truth)
-        total = TimelineScore(*(getattr(total, f.name) + getattr(score, f.name)
-                                for f in dataclasses.fields(TimelineScore)))
+    total = TimelineScore.total([
+        scored(predictor.timeline(video), true_timeline(video))
+        for video in long_videos(tmp_path_factory.mktemp("long_videos"), LONG_VIDEOS)])
     print(f"\ndemo model, {LONG_VIDEOS} long videos: {total.windows_right} windows right, "
           f"{total.boundaries_found} boundaries within a stride")
     assert total.right >= DEMO_GUARD * total.windows
